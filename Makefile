@@ -38,8 +38,8 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup ## Run the benchmark scripts and print their figures
-	$(BIN)/python -m benchmarks
+bench: setup ## Run benchmarks/bench_*.py and print figures (BENCH="ingest clean" for a subset)
+	$(BIN)/python -m benchmarks $(BENCH)
 
 mlflow-ui: setup ## Start the MLflow UI on 127.0.0.1:5000 over the local store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlruns.db

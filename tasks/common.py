@@ -38,7 +38,9 @@ def load_params(stage: str, path: Path | None = None) -> dict[str, Any]:
     """Return `params.yaml[stage]` (the stage name is also the module name and the params key)."""
     params = load_all_params(path)
     if stage not in params:
-        raise ConfigError(f"{path or PARAMS_FILE}: no '{stage}' section; add one (see docs/params.md)")
+        raise ConfigError(
+            f"{path or PARAMS_FILE}: no '{stage}' section; add one (see the commented defaults in the repository's params.yaml)"
+        )
     return params[stage] or {}
 
 
@@ -120,7 +122,9 @@ def setup_logging(stage: str) -> logging.Logger:
     return logging.getLogger(f"tasks.{stage}")
 
 
-def progress(items: Iterable[T], *, total: int | None, desc: str, every_s: float = 5.0) -> Iterator[T]:
+def progress(
+    items: Iterable[T], *, total: int | None, desc: str, every_s: float = 5.0
+) -> Iterator[T]:
     """Yield `items`, logging `desc: i/total (rate/s)` at most every `every_s` seconds and at the end."""
     log = logging.getLogger("tasks.progress")
     start = last = time.perf_counter()
@@ -130,6 +134,12 @@ def progress(items: Iterable[T], *, total: int | None, desc: str, every_s: float
         now = time.perf_counter()
         if now - last >= every_s:
             last = now
-            log.info("%s: %d/%s (%.0f/s)", desc, i, total if total is not None else "?", i / (now - start))
+            log.info(
+                "%s: %d/%s (%.0f/s)",
+                desc,
+                i,
+                total if total is not None else "?",
+                i / (now - start),
+            )
     elapsed = time.perf_counter() - start
     log.info("%s: %d done in %.1fs", desc, i, elapsed)
