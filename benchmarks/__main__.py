@@ -23,9 +23,9 @@ def available() -> list[str]:
 
 def run_one(name: str) -> dict:
     code = (
-        "import json, sys; from benchmarks import bench_{n} as b; r = b.run(); "
+        f"import json, sys; from benchmarks import bench_{name} as b; r = b.run(); "
         "sys.stdout.write('\\n@@RESULT@@' + json.dumps(r, default=str) + '\\n')"
-    ).format(n=name)
+    )
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=HERE.parent, text=True, stdout=subprocess.PIPE

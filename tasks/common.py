@@ -39,7 +39,8 @@ def load_params(stage: str, path: Path | None = None) -> dict[str, Any]:
     params = load_all_params(path)
     if stage not in params:
         raise ConfigError(
-            f"{path or PARAMS_FILE}: no '{stage}' section; add one (see the commented defaults in the repository's params.yaml)"
+            f"{path or PARAMS_FILE}: no '{stage}' section; "
+            "add one (see the commented defaults in the repository's params.yaml)"
         )
     return params[stage] or {}
 
@@ -125,7 +126,7 @@ def setup_logging(stage: str) -> logging.Logger:
 def progress(
     items: Iterable[T], *, total: int | None, desc: str, every_s: float = 5.0
 ) -> Iterator[T]:
-    """Yield `items`, logging `desc: i/total (rate/s)` at most every `every_s` seconds and at the end."""
+    """Yield `items`, logging `desc: i/total (rate/s)` every `every_s` seconds and at the end."""
     log = logging.getLogger("tasks.progress")
     start = last = time.perf_counter()
     i = 0

@@ -1,9 +1,9 @@
 """MLflow tracking shared by the stages: one run per stage, nested under the flow's parent run.
 
-- Tracking store: `MLFLOW_TRACKING_URI` if set, else a local SQLite file `mlruns.db` with artifacts in
-  `mlartifacts/` at the repository root (both git-ignored, independent of DVC).
-- `PIPELINE_PARENT_RUN_ID` (set by flows/retrain.py) nests stage runs under the flow's run; without it
-  (plain `dvc repro`) each stage logs a standalone run.
+- Tracking store: `MLFLOW_TRACKING_URI` if set, else a local SQLite file `mlruns.db` with
+  artifacts in `mlartifacts/` at the repository root (both git-ignored, independent of DVC).
+- `PIPELINE_PARENT_RUN_ID` (set by flows/retrain.py) nests stage runs under the flow's run;
+  without it (plain `dvc repro`) each stage logs a standalone run.
 - A run that raises, or whose process gets SIGTERM, ends FAILED/KILLED, never stays RUNNING.
 """
 

@@ -47,7 +47,7 @@ def write_prepared(
     size: int = 16,
     params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write data/ingest, data/split and data/resample (contract of docs/architecture.md) under `root`.
+    """Write data/ingest, data/split, data/resample (docs/architecture.md contracts) under `root`.
 
     Uses the first `per_class` digits of classes 0..n_classes-1; 60/20/20 train/val/test per class.
     Also writes root/params.yaml = the repo's params.yaml updated with `params` (deep-merged).
@@ -119,7 +119,7 @@ def write_prepared(
 def prepared_workspace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., dict[str, Any]]:
-    """Call it (with write_prepared's keywords) to get a tiny workspace as cwd; returns its summary."""
+    """Call it (write_prepared's keywords) to get a tiny workspace as cwd; returns its summary."""
     monkeypatch.chdir(tmp_path)
 
     def make(**kwargs: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""End to end: `dvc repro` of the data-quality stages on a tiny demo in a fresh git + DVC repository."""
+"""End to end: `dvc repro` of the data-quality stages on a tiny demo in a fresh git+DVC repo."""
 
 from __future__ import annotations
 
