@@ -1,0 +1,127 @@
+"""`make serve`: a local Prefect server (when none answers) serving the retrain flow's deployments.
+
+    python -m flows.deploy            # UI at http://127.0.0.1:4200; Ctrl-C stops both
+
+- `nightly`: the cron and timezone of params.yaml `orchestration.schedule`;
+- `on-demand`: no schedule; start it from the UI's Run button, whose form edits the parameters
+  (overrides as JSON, source, approval policy).
+
+At most one run mutates the workspace: each deployment allows one active run (later ones are
+enqueued), and the flow itself holds the 1-slot global concurrency limit
+`orchestration.concurrency_limit` for its whole run, so a nightly run and an on-demand run never
+overlap either: the second one waits. prefect.yaml declares the same deployments for a work pool.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_API = "http://127.0.0.1:4200/api"
+
+
+def server_healthy(api_url: str, *, timeout_s: float = 2.0) -> bool:
+    """Whether a Prefect server answers `GET <api_url>/health`."""
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_server(api_url: str, *, home: Path, wait_s: float = 120.0) -> subprocess.Popen[bytes]:
+    """`prefect server start` on 127.0.0.1 (SQLite in `home`, UI on); wait until it is healthy."""
+    port = httpx.URL(api_url).port or 4200
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)  # the server itself must not point at another server
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port), "--ui"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C stops `serve` first; then main() stops the server
+    )  # fmt: skip
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}; see {log.name}")
+        if server_healthy(api_url):
+            return proc
+        time.sleep(1.0)
+    proc.terminate()
+    raise RuntimeError(f"prefect server did not answer {api_url}/health in {wait_s:.0f} s")
+
+
+def build_deployments(params: dict[str, Any] | None = None) -> list[Any]:
+    """The `nightly` and `on-demand` RunnerDeployments of the retrain flow, from params.yaml."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+
+    from flows.config import load_orchestration
+    from flows.retrain import build_flow
+    from tasks.common import load_all_params
+
+    cfg = load_orchestration(params if params is not None else load_all_params())
+    flow = build_flow(cfg)
+    one_at_a_time = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+    )
+    common = {"concurrency_limit": one_at_a_time, "tags": ["edge-pipeline"]}
+    return [
+        flow.to_deployment(
+            name="nightly",
+            schedules=[Cron(cfg.cron, timezone=cfg.timezone)],
+            description=f"Reproduce the pipeline with the committed params ({cfg.cron}, "
+            f"{cfg.timezone}).",
+            **common,
+        ),
+        flow.to_deployment(
+            name="on-demand",
+            description="Run the pipeline now; overrides become a DVC experiment.",
+            **common,
+        ),
+    ]
+
+
+def main() -> int:
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.config import load_orchestration
+    from flows.retrain import ensure_limit
+    from tasks.common import load_all_params
+
+    os.chdir(REPO_ROOT)  # stages and params.yaml are relative to the repository
+    api_url = os.environ.get("PREFECT_API_URL") or DEFAULT_API
+    server = None
+    if server_healthy(api_url):
+        print(f"using the Prefect server at {api_url}")
+    else:
+        home = Path(os.environ.get("PREFECT_HOME", REPO_ROOT / ".prefect"))
+        print(f"starting a local Prefect server at {api_url} (SQLite in {home}) ...", flush=True)
+        server = start_server(api_url, home=home)
+    os.environ["PREFECT_API_URL"] = api_url  # inherited by the flow-run processes
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            cfg = load_orchestration(load_all_params())
+            ensure_limit(cfg.concurrency_limit)
+            print(f"Prefect UI: {api_url.removesuffix('/api')}  (Deployments -> retrain)")
+            serve(*build_deployments())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The retrain flow: every stage of dvc.yaml as one Prefect task, run through DVC.
+
+    python -m flows.retrain                          # reproduce the committed params
+    python -m flows.retrain -S train.epochs=3        # a run with overrides = a DVC experiment
+
+The stage list and edges come from dvc.yaml through DVC (flows/dag.py); each stage runs as
+`dvc repro --single-item <stage>` (flows/stages.py), so DVC decides what is stale and dvc.lock stays
+the record. A stage is submitted as soon as all its upstream stages finished, so independent stages
+run at the same time (at most `orchestration.max_parallel_stages`). See docs/orchestration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.config import Orchestration, load_orchestration
+from flows.dag import load_dag, stale_stages
+from flows.overrides import (
+    WorkspaceSnapshot,
+    parse_set_args,
+    save_experiment,
+    validate_overrides,
+    with_overrides,
+    write_overrides,
+)
+from flows.parent_run import parent_run
+from flows.publish import publish_summary
+from flows.scheduler import busy_seconds, run_dag
+from tasks.common import ConfigError, load_all_params
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+Policy = Literal["fail", "warn", "approval"]
+
+
+def requested_overrides(
+    params: dict[str, Any],
+    overrides: dict[str, Any] | None,
+    source: str | None,
+    approval: str | None,
+    *,
+    params_file: Path,
+) -> dict[str, Any]:
+    """Flow parameters -> validated params.yaml overrides (`source`, `approval` are shorthands)."""
+    requested = dict(overrides or {})
+    if source is not None:
+        requested["ingest.source"] = source
+    if approval is not None:
+        requested["agreement.policy"] = approval
+    return validate_overrides(requested, params, source=str(params_file))
+
+
+class Phases:
+    """Wall time per phase of the flow body, for the overhead report."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = round(now - self.last, 2)
+        self.last = now
+
+    def total(self) -> float:
+        return self.last - self.start
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items())
+
+
+def experiment_name(run_name: str) -> str:
+    """A DVC experiment (git ref) name from the flow run name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-.") or "retrain"
+
+
+def ensure_limit(name: str) -> None:
+    """Create the 1-slot global concurrency limit if missing, so every run honours it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                limit = GlobalConcurrencyLimitCreate(name=name, limit=1)
+                client.create_global_concurrency_limit(limit)
+            except ObjectAlreadyExists:  # another run created it a moment ago
+                pass
+
+
+@flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def retrain(
+    overrides: dict[str, Any] | None = None,
+    source: str | None = None,
+    approval: Policy | None = None,
+    workspace: str | None = None,
+) -> dict[str, Any]:
+    """Reproduce the DVC pipeline stage by stage.
+
+    Args:
+        overrides: params.yaml keys to change for this run, e.g. {"train.epochs": 3}; recorded as
+            a DVC experiment named after the flow run. Unknown keys fail the run before any stage.
+        source: shorthand for the override `ingest.source` (an image directory).
+        approval: shorthand for the override `agreement.policy` (fail | warn | approval).
+        workspace: the DVC repository to run in (default: this repository).
+    """
+    clock = Phases()
+    logger = get_run_logger()
+    root = Path(workspace).resolve() if workspace else REPO_ROOT
+    params_file = root / "params.yaml"
+    params = load_all_params(params_file)
+    requested = requested_overrides(params, overrides, source, approval, params_file=params_file)
+    effective = with_overrides(params, requested)
+    dag = load_dag(root)
+    cfg = load_orchestration(effective, dag.order)
+    run_name = flow_run.get_name() or "retrain"
+    experiment = experiment_name(run_name) if requested else None
+    uncached = [p for s in dag for p in s.uncached]
+    ensure_limit(cfg.concurrency_limit)
+    clock.mark("prepare")
+
+    with concurrency(cfg.concurrency_limit, occupy=1, strict=True):
+        clock.mark("wait for workspace")  # another run held the workspace
+        snapshot = None
+        if requested:
+            snapshot = WorkspaceSnapshot(root, ["params.yaml", "dvc.lock", *uncached])
+            write_overrides(params_file, requested)
+        try:
+            with parent_run(
+                name=run_name,
+                root=root,
+                experiment=experiment,
+                flow_run_id=str(flow_run.get_id()),
+                params=requested,
+            ) as parent:
+                create_link_artifact(
+                    link=parent.url(cfg.mlflow_ui),
+                    link_text=f"MLflow run {run_name}",
+                    key="mlflow-run",
+                    description="the MLflow parent run of this flow run",
+                )
+                clock.mark("mlflow")
+                stale = set(stale_stages(root))
+                clock.mark("dvc status")
+                results = run_dag(
+                    dag, stale, root=root, cfg=cfg, params=effective, parent_run_id=parent.run_id
+                )
+                clock.mark("stages")
+                if experiment:
+                    save_experiment(root, experiment, uncached)
+                    logger.info("recorded DVC experiment %s (dvc exp show / apply)", experiment)
+                    clock.mark("dvc exp save")
+                parent.log_stage_seconds({r.name: r.seconds for r in results if r.changed})
+        finally:
+            if snapshot is not None:
+                for warning in snapshot.restore():
+                    logger.warning(warning)
+                clock.mark("restore workspace")
+
+    rows = [r.row() for r in results]
+    publish_summary(rows)
+    clock.mark("summary")
+    waited = clock.phases["wait for workspace"]
+    wall = clock.total() - waited
+    busy = busy_seconds(results)
+    print(
+        f"{sum(r.changed for r in results)}/{len(results)} stages changed; flow wall {wall:.1f} s, "
+        f"stage processes busy {busy:.1f} s, orchestration overhead {wall - busy:.1f} s "
+        f"(phases: {clock})"
+    )
+    return {
+        "stages": rows,
+        "wall_s": wall,
+        "stage_busy_s": busy,
+        "overhead_s": wall - busy,
+        "phases_s": clock.phases,
+        "waited_for_workspace_s": waited,
+        "experiment": experiment,
+        "mlflow_run_id": parent.run_id,
+        "mlflow_url": parent.url(cfg.mlflow_ui),
+        "prefect_url": flow_run.get_flow_run_ui_url(),
+    }
+
+
+def build_flow(cfg: Orchestration) -> Any:
+    """The flow with the task runner params.yaml asks for (threads, or Dask for scale-out)."""
+    if cfg.task_runner != "dask":
+        return retrain
+    from prefect_dask import DaskTaskRunner
+
+    runner = (
+        DaskTaskRunner(address=cfg.dask_address)
+        if cfg.dask_address
+        else DaskTaskRunner(
+            cluster_kwargs={"n_workers": cfg.max_parallel_stages, "threads_per_worker": 1}
+        )
+    )
+    return retrain.with_options(task_runner=runner)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.retrain", description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params.yaml key for this run (recorded as a DVC experiment)",
+    )
+    ap.add_argument("--source", help="shorthand for -S ingest.source=PATH")
+    ap.add_argument(
+        "--approval",
+        choices=["fail", "warn", "approval"],
+        help="shorthand for -S agreement.policy=...",
+    )
+    ap.add_argument("--workspace", help="DVC repository to run in (default: this one)")
+    args = ap.parse_args(argv)
+    root = Path(args.workspace).resolve() if args.workspace else REPO_ROOT
+    try:  # fail fast, before Prefect starts anything
+        overrides = parse_set_args(args.set_param)
+        params = load_all_params(root / "params.yaml")
+        requested_overrides(
+            params, overrides, args.source, args.approval, params_file=root / "params.yaml"
+        )
+        cfg = load_orchestration(params)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = build_flow(cfg)(
+        overrides=overrides or None,
+        source=args.source,
+        approval=args.approval,
+        workspace=args.workspace,
+    )
+    print(where_to_look(out, root))
+    return 0
+
+
+def where_to_look(out: dict[str, Any], root: Path) -> str:
+    """The end-of-run pointers `make demo` prints: Prefect UI, MLflow run, reports."""
+    prefect = out.get("prefect_url")
+    if not prefect or not os.environ.get("PREFECT_API_URL"):
+        prefect = "`make serve`, then http://127.0.0.1:4200 (runs are kept in PREFECT_HOME)"
+    reports = sorted(str(p.relative_to(root)) for p in root.glob("reports/*/*.md"))
+    lines = [
+        "",
+        f"Prefect UI   {prefect}",
+        f"MLflow run   {out['mlflow_url']}  (`make mlflow-ui` serves the local store)",
+        "DVC          dvc metrics show; dvc plots show; dvc exp show",
+        "Reports      " + ("\n             ".join(reports) if reports else "(none yet)"),
+    ]
+    if out["experiment"]:
+        lines.append(f"Experiment   {out['experiment']}: dvc exp apply {out['experiment']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""One DVC stage as one Prefect task: `dvc repro --single-item <stage>` in a child process group.
+
+DVC decides whether the stage is stale and records it in dvc.lock; this module adds what a long
+unattended run needs: live log lines in the Prefect UI, a timeout that ends the whole process group
+(SIGTERM first, so the stage's MLflow run ends KILLED), and retries of DVC lock contention that do
+not count against the stage's own retries.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
+
+from flows.dag import Stage
+from flows.publish import publish_stage
+from tasks.tracking import PARENT_ENV
+
+# Two `dvc repro` processes in one workspace can collide on DVC's repo lock or its per-path rwlock.
+LOCK_ERRORS = ("Unable to acquire lock", "is busy, it is being blocked by")
+LOCK_RETRIES = 5
+KILL_GRACE_S = 30.0
+TAIL_LINES = 40
+
+_live: set[subprocess.Popen[str]] = set()
+_live_lock = threading.Lock()
+
+
+class StageFailed(RuntimeError):
+    """The stage failed; the message names the stage and ends with its last output lines."""
+
+    def __init__(self, stage: str, reason: str, tail: list[str]) -> None:
+        self.stage, self.reason, self.tail = stage, reason, tail
+        text = "\n".join(tail[-TAIL_LINES:])
+        super().__init__(f"stage '{stage}' {reason}\n--- last output of {stage} ---\n{text}")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    status: str  # ran | restored (from DVC's run cache) | up to date
+    started: float  # epoch seconds of the stage process (0 when nothing was started)
+    ended: float
+    attempts: int
+    worker: str = ""  # host/pid of the process that ran the task (a Dask worker, or the flow)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the stage's outputs may differ from before this run."""
+        return self.status != "up to date"
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def row(self) -> dict[str, str | float | int]:
+        """One row of the run's summary table."""
+        return {
+            "stage": self.name,
+            "status": self.status,
+            "seconds": round(self.seconds, 2),
+            "attempts": self.attempts,
+            "worker": self.worker,
+        }
+
+
+def terminate_all(grace_s: float = KILL_GRACE_S) -> None:
+    """SIGTERM every stage process group still running, SIGKILL what is left after `grace_s`."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def run_command(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    on_line: Callable[[str], None],
+) -> tuple[int | None, list[str]]:
+    """Run `argv` in its own process group; returns (exit code or None on timeout, last lines)."""
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        errors="replace",
+    )
+    with _live_lock:
+        _live.add(proc)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail.append(line)
+            on_line(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code: int | None = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        code = None
+    finally:
+        with _live_lock:
+            _live.discard(proc)
+    reader.join(timeout=5)
+    return code, list(tail)
+
+
+def stage_env(root: Path, parent_run_id: str | None) -> dict[str, str]:
+    """The stage's environment: ours, this interpreter's bin first on PATH, the MLflow parent id."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if parent_run_id:
+        env[PARENT_ENV] = parent_run_id
+    return env
+
+
+def repro(
+    stage: str, *, root: Path, env: dict[str, str], timeout_s: float, on_line: Callable[[str], None]
+) -> str:
+    """`dvc repro --single-item <stage>` -> ran / restored / up to date; raises StageFailed."""
+    argv = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
+    for attempt in range(LOCK_RETRIES + 1):
+        code, tail = run_command(argv, cwd=root, env=env, timeout_s=timeout_s, on_line=on_line)
+        if code is None:
+            raise StageFailed(
+                stage, f"timed out after {timeout_s:.0f} s (process group killed)", tail
+            )
+        if code == 0:
+            text = "\n".join(tail)
+            if "Running stage" in text:
+                return "ran"
+            return "restored" if "is cached - skipping run" in text else "up to date"
+        if attempt < LOCK_RETRIES and any(m in line for line in tail for m in LOCK_ERRORS):
+            on_line(f"DVC lock held by another process; retrying in {1 + attempt} s")
+            time.sleep(1 + attempt)
+            continue
+        raise StageFailed(stage, f"failed (exit code {code})", tail)
+    raise AssertionError("unreachable")
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, log_prints=True)
+def run_stage(
+    stage: Stage,
+    workspace: str,
+    needs_run: bool,
+    parent_run_id: str | None,
+    timeout_s: float,
+) -> StageResult:
+    """Bring one stage up to date through DVC, then publish its report, metrics and lineage.
+
+    `needs_run` is False when DVC reported the stage up to date at the start of the flow run and
+    none of its upstream stages changed since: then no process is started at all.
+    """
+    logger = get_run_logger()
+    root = Path(workspace)
+    started = ended = 0.0
+    status = "up to date"
+    if needs_run:
+        started = time.time()
+        status = repro(
+            stage.name,
+            root=root,
+            env=stage_env(root, parent_run_id),
+            timeout_s=timeout_s,
+            on_line=lambda line: logger.info("%s | %s", stage.name, line),
+        )
+        ended = time.time()
+    worker = f"{socket.gethostname()}/{os.getpid()}"
+    result = StageResult(stage.name, status, started, ended, task_run.run_count or 1, worker)
+    logger.info("stage %s: %s (%.1f s)", stage.name, status, result.seconds)
+    publish_stage(stage, root=root, status=status, seconds=result.seconds)
+    return result

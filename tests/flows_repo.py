@@ -1,0 +1,113 @@
+"""A tiny git + DVC repository with a diamond pipeline (a -> b, a -> c, b + c -> d) for flow tests.
+
+Each stage is `python stage.py <name>`: it reads params.yaml[<name>], concatenates its inputs'
+outputs, and writes out/<name>.txt (cached), reports/<name>/report.md (cached) and
+metrics/<name>.json (cache: false, with its start/end times). Params make it misbehave on purpose:
+`fail_once: <marker path>` fails the first run only, `fail: <text>` always fails, `sleep: s` waits,
+`gate: <verdict>` is written to the metrics, `mlflow: true` logs an MLflow run via tasks.tracking.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+STAGE_PY = """\
+import contextlib, json, sys, time
+from pathlib import Path
+import yaml
+
+name = sys.argv[1]
+p = yaml.safe_load(open("params.yaml"))[name]
+start = time.time()
+marker = p.get("fail_once")
+if marker and not Path(marker).exists():
+    Path(marker).write_text("failed once")
+    sys.exit(f"{name}: transient failure (first attempt)")
+if p.get("fail"):
+    print(f"{name}: working on it", flush=True)
+    sys.exit(f"{name}: permanent failure: {p['fail']}")
+run = contextlib.nullcontext()
+if p.get("mlflow"):
+    from tasks.tracking import stage_run
+    run = stage_run(name, {"value": p["value"]})
+with run as mlflow:
+    print(f"{name}: started", flush=True)
+    time.sleep(float(p.get("sleep", 0)))
+    text = "".join(Path(f"out/{i}.txt").read_text() for i in p.get("inputs", []))
+    Path("out").mkdir(exist_ok=True)
+    Path(f"out/{name}.txt").write_text(text + f"{name}={p['value']};")
+    Path(f"reports/{name}").mkdir(parents=True, exist_ok=True)
+    Path(f"reports/{name}/report.md").write_text(f"Report of **{name}**: value {p['value']}\\n")
+    metrics = {"value": p["value"], "start": start, "end": time.time()}
+    if "gate" in p:
+        metrics["gate"] = p["gate"]
+    Path("metrics").mkdir(exist_ok=True)
+    Path(f"metrics/{name}.json").write_text(json.dumps(metrics))
+    if mlflow:
+        mlflow.log_metric("value", p["value"])
+"""
+
+UPSTREAM = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+
+
+def dvc_yaml() -> dict[str, Any]:
+    stages = {}
+    for name, inputs in UPSTREAM.items():
+        stages[name] = {
+            "cmd": f"python stage.py {name}",
+            "deps": ["stage.py", *[f"out/{i}.txt" for i in inputs]],
+            "params": [name],
+            "outs": [f"out/{name}.txt", f"reports/{name}"],
+            "metrics": [{f"metrics/{name}.json": {"cache": False}}],
+        }
+    return {"stages": stages}
+
+
+def base_params() -> dict[str, Any]:
+    params: dict[str, Any] = {
+        name: {"value": i + 1, "inputs": inputs}
+        for i, (name, inputs) in enumerate(UPSTREAM.items())
+    }
+    params["orchestration"] = {
+        "defaults": {"retries": 0, "retry_delay_seconds": 0, "backoff": 1, "timeout_seconds": 120},
+        "max_parallel_stages": 2,
+        "concurrency_limit": "tiny-workspace",
+        "approval_timeout_seconds": 60,
+        "approval_poll_seconds": 1,
+    }
+    return params
+
+
+def run(root: Path, *args: str) -> str:
+    proc = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def dvc(root: Path, *args: str) -> str:
+    return run(root, sys.executable, "-m", "dvc", *args)
+
+
+def make_repo(root: Path, params: dict[str, Any] | None = None) -> Path:
+    """Create the repository at `root` (params deep-merged into base_params) and commit it."""
+    merged = base_params()
+    for section, values in (params or {}).items():
+        merged.setdefault(section, {}).update(values)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "stage.py").write_text(STAGE_PY)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(), sort_keys=False))
+    (root / "params.yaml").write_text("# tiny pipeline\n" + yaml.safe_dump(merged, sort_keys=False))
+    run(root, "git", "init", "-q", "-b", "main")
+    run(root, "git", "config", "user.email", "test@example.com")
+    run(root, "git", "config", "user.name", "test")
+    dvc(root, "init", "-q")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "tiny pipeline")
+    return root
