@@ -5,10 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha1sum | cut -c1-12)
 export TF_USE_LEGACY_KERAS := 1
+export PREFECT_HOME ?= $(abspath .prefect)
+# Prefect's default 20 s start-up timeout is too short for a loaded 2-core machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint format bench mlflow-ui clean-outputs
+.PHONY: help setup demo test test-fast lint format bench mlflow-ui serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,8 +23,8 @@ $(STAMP): constraints.txt pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the pinned stack (constraints.txt)
 
-demo: setup ## Set up, then run the pipeline on the embedded demo data
-	dvc repro
+demo: setup ## Set up, then run the retrain flow (every dvc.yaml stage) on the embedded demo data
+	$(BIN)/python -m flows.retrain
 	dvc metrics show
 
 test: setup ## Set up, then run all tests (slow end-to-end ones included)
@@ -43,3 +46,6 @@ bench: setup ## Run benchmarks/bench_*.py and print figures (BENCH="ingest clean
 
 mlflow-ui: setup ## Start the MLflow UI on 127.0.0.1:5000 over the local store
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlruns.db
+
+serve: setup ## Start a local Prefect server (if none answers) and serve the nightly + on-demand deployments
+	$(BIN)/python -m flows.deploy
