@@ -1,0 +1,219 @@
+"""The teacher's training loop: augmentation, class-weighted CE, AdamW + cosine, early stopping.
+
+Deterministic on CPU: `deterministic(seed)` seeds torch and switches on deterministic algorithms,
+the DataLoader shuffles with its own seeded generator and loads in-process (num_workers=0), and
+the per-sample augmentations draw from torch's seeded global generator, so two runs with the same
+params and thread count give identical weights and metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+from torchvision.transforms import v2
+
+log = logging.getLogger("tasks.train")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Per-sample augmentation on uint8 (C, H, W) images; all off = no augmentation."""
+
+    hflip: bool = False  # off for digits and text: a mirrored 2 is not a 2
+    rotation_deg: float = 0.0
+    crop_padding: int = 0  # random crop back to H x W after zero-padding every side
+    color_jitter: float = 0.0  # brightness and contrast strength (works for 1 or 3 channels)
+
+    def transform(self, image_size: tuple[int, int]) -> v2.Transform | None:
+        steps: list[v2.Transform] = []
+        if self.crop_padding:
+            steps.append(v2.RandomCrop(image_size, padding=self.crop_padding))
+        if self.rotation_deg:
+            steps.append(v2.RandomRotation(self.rotation_deg))
+        if self.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if self.color_jitter:
+            steps.append(v2.ColorJitter(brightness=self.color_jitter, contrast=self.color_jitter))
+        return v2.Compose(steps) if steps else None
+
+
+@dataclass
+class FitResult:
+    """What `fit` hands back; `model` holds the best epoch's weights."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_macro_f1: float = -1.0
+    train_seconds: float = 0.0  # wall time of all epochs, validation included
+    step_seconds: float = 0.0  # forward/backward/update only (what images/s is measured on)
+    images_seen: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_seen / self.step_seconds if self.step_seconds else 0.0
+
+
+@contextlib.contextmanager
+def deterministic(seed: int, *, strict: bool = True) -> Iterator[None]:
+    """Seed python/numpy/torch and use deterministic kernels inside the block (restored after).
+
+    `strict=False` only warns about ops without a deterministic kernel: on CUDA some that every
+    torchvision classifier uses (adaptive average pooling's backward) have none.
+    """
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code may draw from the legacy global RNG
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=not strict)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu`, `cuda` (fails without a GPU) or `auto` (a GPU when torch sees one)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("params.yaml train.device='cuda' but torch sees no GPU; use cpu or auto")
+    return torch.device(name)
+
+
+def to_nchw(x: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> uint8 tensor (N, C, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: v2.Transform | None) -> None:
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.x[i]
+        return (self.transform(img) if self.transform else img), self.y[i]
+
+
+def predict_logits(
+    model: nn.Module, x: np.ndarray, *, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """float32 (N, K) logits of uint8 images (N, H, W, C), eval mode, no augmentation."""
+    model.eval()
+    xt = to_nchw(x)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(xt), batch_size):
+            batch = xt[i : i + batch_size].to(device, torch.float32) / 255.0
+            out.append(model(batch).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def fit(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    patience: int,
+    class_weights: np.ndarray | None,
+    augment: Augment,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train `model` in place and leave it holding the epoch with the best validation macro-F1.
+
+    Args:
+        model: maps float32 (B, C, H, W) in [0, 1] to (B, K) logits.
+        x_train, y_train: uint8 (N, H, W, C) images and int64 (N,) labels.
+        x_val, y_val: the same for the M validation images.
+        class_weights: float (K,) cross-entropy weights, or None for plain CE.
+        patience: stop after this many epochs without a better validation macro-F1.
+        on_epoch: called after each epoch with its row of `FitResult.history`
+            (epoch, train_loss, val_macro_f1, val_acc, lr, seconds).
+    """
+    model.to(device)
+    data = _Images(
+        to_nchw(x_train), torch.from_numpy(y_train), augment.transform(x_train.shape[1:3])
+    )
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=0,
+        drop_last=len(data) % batch_size == 1,  # BatchNorm cannot train on a batch of one
+    )
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    result, best_state = FitResult(), None
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        total, seen = 0.0, 0
+        for xb, yb in loader:
+            xb = xb.to(device, torch.float32) / 255.0
+            yb = yb.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(yb)
+            seen += len(yb)
+        train_s = time.perf_counter() - start
+        pred = predict_logits(model, x_val, device=device).argmax(1)
+        row = {
+            "epoch": epoch,
+            "train_loss": total / seen,
+            "val_macro_f1": float(f1_score(y_val, pred, average="macro", zero_division=0)),
+            "val_acc": float(accuracy_score(y_val, pred)),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - start,
+        }
+        result.history.append(row)
+        result.train_seconds += row["seconds"]
+        result.step_seconds += train_s
+        result.images_seen += seen
+        log.info(
+            "epoch %d/%d loss %.4f val_macro_f1 %.4f val_acc %.4f (%.1fs, %.0f img/s)",
+            epoch, epochs, row["train_loss"], row["val_macro_f1"], row["val_acc"],
+            row["seconds"], seen / train_s,
+        )  # fmt: skip
+        if on_epoch:
+            on_epoch(row)
+        if row["val_macro_f1"] > result.best_val_macro_f1:
+            result.best_epoch, result.best_val_macro_f1 = epoch, row["val_macro_f1"]
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - result.best_epoch >= patience:
+            log.info("early stop: no better val macro-F1 for %d epochs", patience)
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
