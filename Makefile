@@ -28,9 +28,11 @@ demo: setup ## Set up, then run the retrain flow (every dvc.yaml stage) on the e
 	dvc metrics show
 
 test: setup ## Set up, then run all tests (slow end-to-end ones included)
+	EDGE_TEST_SIDE=torch $(BIN)/python -m pytest
 	$(BIN)/python -m pytest
 
 test-fast: setup ## Run the tests not marked slow
+	EDGE_TEST_SIDE=torch $(BIN)/python -m pytest -m "not slow"
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup ## ruff lint + format check

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,31 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+# torch and TensorFlow never share a process (importing triton after TensorFlow segfaults), so the
+# test files that import torch run in a pytest process of their own: `make test` runs
+# `EDGE_TEST_SIDE=torch pytest` and then `pytest` (everything else, TensorFlow included).
+TORCH_TESTS = {"test_teacher.py", "test_train.py"}
+
+
+def _side(config: pytest.Config) -> str:
+    side = os.environ.get("EDGE_TEST_SIDE")
+    if side:
+        return side
+    named = [Path(str(a).split("::")[0]).name for a in config.args]
+    return "torch" if named and all(n in TORCH_TESTS for n in named) else "rest"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    is_torch = collection_path.name in TORCH_TESTS
+    return is_torch != (_side(config) == "torch")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    other = "the rest" if _side(config) == "torch" else "EDGE_TEST_SIDE=torch pytest"
+    return f"test side: {_side(config)} (torch and TensorFlow tests run apart; also run: {other})"
 
 
 @pytest.fixture(autouse=True)
