@@ -37,7 +37,7 @@ from tasks.common import (  # noqa: E402
     stage_paths,
     write_json,
 )
-from tasks.stage_helpers import number, write_bar_png, write_csv  # noqa: E402
+from tasks.stage_helpers import number, write_csv  # noqa: E402
 
 STAGE = "prune"
 log = setup_logging(STAGE)
@@ -148,16 +148,33 @@ def write_plots(report: dict[str, Any], plots: Path) -> None:
     ]
     sparsity = pd.DataFrame(rows).set_index("layer").round(6)
     write_csv(sparsity, plots / "sparsity.csv")
-    write_bar_png(
+    _barh(
         sparsity[["sparsity", "target"]], plots / "sparsity.png",
         title="Weight sparsity per layer (pruned student)", xlabel="fraction of zero weights",
     )  # fmt: skip
     channels = pd.DataFrame(report["channels"]).T.rename_axis("layer")
     write_csv(channels, plots / "channels.csv")
-    write_bar_png(
+    _barh(
         channels, plots / "channels.png",
         title="Filters per pruned layer", xlabel="filters (output channels)",
     )  # fmt: skip
+
+
+def _barh(table: pd.DataFrame, path: Path, *, title: str, xlabel: str) -> None:
+    """Grouped horizontal bars, a group per layer (row) and a bar per column; atomic PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.45 * len(table)))
+    table.iloc[::-1].plot.barh(ax=ax, width=0.8)
+    ax.set(title=title, xlabel=xlabel, ylabel="layer")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:
