@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tasks import data
-from tasks.common import ConfigError, stage_paths
+from tasks.common import ConfigError
 from tasks.stage_helpers import number
 
 
@@ -64,18 +64,6 @@ def int_pair(
     return int(value[0]), int(value[1])
 
 
-def read_teacher_logits(split: str, n_rows: int, n_classes: int) -> np.ndarray:
-    """float32 (N, K) teacher logits of data/train/logits_<split>.npy, checked against N and K."""
-    path = stage_paths("train").data / f"logits_{split}.npy"
-    logits = np.load(path).astype(np.float32)
-    if logits.shape != (n_rows, n_classes):
-        raise ValueError(
-            f"{path}: shape {logits.shape}, expected {(n_rows, n_classes)} (row-aligned with the "
-            f"{split} images); re-run the train stage (dvc repro train)"
-        )
-    return logits
-
-
 def load_fit_data() -> dict[str, Any]:
     """Everything a distillation fine-tune needs, by the contracts of docs/architecture.md.
 
@@ -87,7 +75,7 @@ def load_fit_data() -> dict[str, Any]:
     x_train, y_train, _, _ = data.load_train()
     x_val, y_val, _ = data.load_split("val")
     x_test, y_test, _ = data.load_split("test")
-    teacher = read_teacher_logits("train", len(x_train), len(classes))
+    teacher = data.read_teacher_logits("train", n_rows=len(x_train), n_classes=len(classes))
     return {
         "classes": classes, "x_train": x_train, "y_train": y_train, "teacher": teacher,
         "x_val": x_val, "y_val": y_val, "x_test": x_test, "y_test": y_test,

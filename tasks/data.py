@@ -9,6 +9,8 @@ integer indices 0..K-1 (the order of `data/ingest/classes.json`) in arrays.
 - `load_split(name)`     -> (x, y, ids) of the `train`/`val`/`test` split (train before resampling)
 - `load_train()`         -> (x, y, synthetic, ids) of the resampled train set
 - `load_class_weights()` -> float64 (K,) "balanced" weights of the (original) train labels
+- `load_fit_sets()`      -> classes, resampled train, val, test and class weights, checked
+- `read_teacher_logits(split)` -> float32 (N, K) teacher logits of `data/train/logits_<split>.npy`
 
 Every path comes from `tasks.common.stage_paths`, so `params.yaml[paths]` moves them all.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,3 +162,70 @@ def load_class_weights(*, params_path: Path | None = None) -> np.ndarray:
     if missing:
         raise ValueError(f"{path}: no weight for classes {missing}; re-run resample")
     return np.array([float(weights[c]) for c in classes], dtype=np.float64)
+
+
+def load_fit_sets(*, check_shapes: bool = False, params_path: Path | None = None) -> dict[str, Any]:
+    """The class names and the three sets a training stage fits, selects and scores on.
+
+    Args:
+        check_shapes: also require val and test images of the train set's (H, W, C) and every
+            label below K (the train stage checks this; distill leaves it to the model).
+        params_path: the params.yaml whose `paths` locate the files (default: the repository's).
+
+    Returns:
+        {"classes": the K class names,
+         "x_train": uint8 (N, H, W, C) resampled train images, "y_train": int64 (N,),
+         "synthetic": bool (N,) True for rows the resampler added,
+         "x_val": uint8 (N_val, H, W, C), "y_val": int64 (N_val,),
+         "x_test": uint8 (N_test, H, W, C), "y_test": int64 (N_test,),
+         "class_weights": float64 (K,) of `load_class_weights()`}.
+
+    Raises:
+        ValueError: a set has no images (or, with `check_shapes`, other image dimensions than the
+            train set's, or a label >= K); the message names the set and the fix.
+    """
+    classes = load_classes(params_path=params_path)
+    x_train, y_train, synthetic, _ = load_train(params_path=params_path)
+    x_val, y_val, _ = load_split("val", params_path=params_path)
+    x_test, y_test, _ = load_split("test", params_path=params_path)
+    for name, x in (("data/resample/train.npz", x_train), ("val", x_val), ("test", x_test)):
+        if len(x) == 0:
+            raise ValueError(f"{name}: no images; check split.val_fraction / split.test_fraction")
+        if check_shapes and x.shape[1:] != x_train.shape[1:]:
+            raise ValueError(
+                f"{name}: images are {x.shape[1:]}, the train set's {x_train.shape[1:]}; "
+                "re-run the pipeline from ingest (dvc repro)"
+            )
+    k = len(classes)
+    if check_shapes and max(y_train.max(), y_val.max(), y_test.max()) >= k:
+        raise ValueError(
+            f"labels exceed the {k} classes of data/ingest/classes.json; re-run resample"
+        )
+    return {
+        "classes": classes, "x_train": x_train, "y_train": y_train, "synthetic": synthetic,
+        "x_val": x_val, "y_val": y_val, "x_test": x_test, "y_test": y_test,
+        "class_weights": load_class_weights(params_path=params_path),
+    }  # fmt: skip
+
+
+def read_teacher_logits(
+    split: str, *, n_rows: int, n_classes: int, params_path: Path | None = None
+) -> np.ndarray:
+    """float32 (N, K) teacher logits of `data/train/logits_<split>.npy`, checked against N and K.
+
+    Args:
+        split: `train` (row-aligned with `load_train()`) or `val` (with `load_split("val")`).
+        n_rows: N, the number of images the logits must be row-aligned with.
+        n_classes: K, the number of classes.
+
+    Raises:
+        ValueError: the array is not (N, K); the message names the file and the fix.
+    """
+    path = stage_paths("train", params_path).data / f"logits_{split}.npy"
+    logits = np.load(path).astype(np.float32)
+    if logits.shape != (n_rows, n_classes):
+        raise ValueError(
+            f"{path}: shape {logits.shape}, expected {(n_rows, n_classes)} (row-aligned with the "
+            f"{split} images); re-run the train stage (dvc repro train)"
+        )
+    return logits

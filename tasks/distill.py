@@ -18,11 +18,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from tasks import data
 from tasks.common import ConfigError, load_params, read_json, setup_logging, stage_paths
-from tasks.stage_helpers import number
+from tasks.stage_helpers import check_keys, number
 
 STAGE = "distill"
 DEFAULTS: dict[str, Any] = {
@@ -67,13 +65,7 @@ log = setup_logging(STAGE)
 
 def _check_section(cfg: Any, defaults: dict[str, Any], *, section: str) -> dict[str, Any]:
     """Fill `defaults` into `cfg`, checking every key; ConfigError names the key and the fix."""
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"params.yaml {section} must be a mapping with keys {sorted(defaults)}")
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"params.yaml {section}.{unknown[0]} is not an option; allowed keys: {sorted(defaults)}"
-        )
+    check_keys(cfg, defaults, section=section)
     out = {}
     for key, default in defaults.items():
         value = cfg.get(key, default)
@@ -109,34 +101,13 @@ def parse_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-def read_teacher_logits(split: str, n_rows: int, n_classes: int) -> np.ndarray:
-    """float32 (N, K) logits of data/train/logits_<split>.npy, checked against N and K."""
-    path = stage_paths("train").data / f"logits_{split}.npy"
-    logits = np.load(path).astype(np.float32)
-    if logits.shape != (n_rows, n_classes):
-        raise ValueError(
-            f"{path}: shape {logits.shape}, expected {(n_rows, n_classes)} (row-aligned with the "
-            f"{split} images); re-run the train stage (dvc repro train)"
-        )
-    return logits
-
-
 def load_inputs() -> dict[str, Any]:
     """Classes, the resampled train set with its teacher logits, val (+ teacher logits) and test."""
-    classes = data.load_classes()
-    x_train, y_train, _, _ = data.load_train()
-    x_val, y_val, _ = data.load_split("val")
-    x_test, y_test, _ = data.load_split("test")
-    for name, x in (("data/resample/train.npz", x_train), ("val", x_val), ("test", x_test)):
-        if len(x) == 0:
-            raise ValueError(f"{name}: no images; check split.val_fraction / split.test_fraction")
-    k = len(classes)
-    return {
-        "classes": classes, "x_train": x_train, "y_train": y_train,
-        "teacher_train": read_teacher_logits("train", len(x_train), k),
-        "x_val": x_val, "y_val": y_val, "teacher_val": read_teacher_logits("val", len(x_val), k),
-        "x_test": x_test, "y_test": y_test, "class_weights": data.load_class_weights(),
-    }  # fmt: skip
+    d = data.load_fit_sets()
+    k = len(d["classes"])
+    d["teacher_train"] = data.read_teacher_logits("train", n_rows=len(d["x_train"]), n_classes=k)
+    d["teacher_val"] = data.read_teacher_logits("val", n_rows=len(d["x_val"]), n_classes=k)
+    return d
 
 
 def teacher_reference(d: dict[str, Any]) -> dict[str, Any]:

@@ -15,9 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from tasks.common import StagePaths, atomic_path, read_json, stage_paths, write_json  # noqa: E402
+from tasks.stage_helpers import confusion_figure  # noqa: E402
 
 RUNS = ("student", "baseline")
 
@@ -121,18 +121,6 @@ def write_models(
         )
 
 
-def _confusion_figure(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> plt.Figure:
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay.from_predictions(
-        y, pred, labels=list(range(len(classes))), display_labels=classes,
-        ax=ax, colorbar=False, cmap="Blues",
-    )  # fmt: skip
-    ax.set_title("Distilled student, test set")
-    fig.tight_layout()
-    return fig
-
-
 def _curves_figure(tables: dict[str, pd.DataFrame]) -> plt.Figure:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for name, table in tables.items():
@@ -160,7 +148,9 @@ def write_outputs(
     pred = runs["student"]["test"]["pred"]
     tables = {name: history_table(runs[name]["fit"]) for name in RUNS}
     figures = {
-        "confusion_matrix.png": _confusion_figure(d["y_test"], pred, classes),
+        "confusion_matrix.png": confusion_figure(
+            d["y_test"], pred, classes, title="Distilled student, test set"
+        ),
         "training_curves.png": _curves_figure(tables),
     }
     names = np.array(classes)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.runtimes import dequantize, quantize  # numpy only: no TensorFlow at import
+
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 IO_DTYPES = ("int8", "uint8")
 
@@ -79,24 +81,6 @@ def litert_logits(model: bytes, x: np.ndarray, *, batch_size: int = 64) -> np.nd
         it.invoke()
         results.append(dequantize(it.get_tensor(out["index"]), out))
     return np.concatenate(results)
-
-
-def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Float x -> the tensor's dtype with its (scale, zero point); float tensors pass through."""
-    dtype = detail["dtype"]
-    if dtype == np.float32:
-        return x.astype(np.float32)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-
-
-def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """The tensor's values as float32 (scale * (q - zero point) for integer tensors)."""
-    if detail["dtype"] == np.float32:
-        return q.astype(np.float32)
-    scale, zero = detail["quantization"]
-    return (q.astype(np.float32) - zero) * scale
 
 
 def weight_report(model: bytes) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""Helpers shared by the clean, split and resample stages: numeric param checks, per-class count
-tables and bar charts.
+"""Helpers shared by the stages: params checks (keys, numbers), per-class count tables and bar
+charts (clean, split, resample), and the test-set confusion-matrix figure (train, distill).
 
 Each plot is a PNG (matplotlib, Agg) plus the CSV behind it, written atomically into the stage's
 `plots/<stage>/` directory, which dvc.yaml declares as DVC plots (x = a count column, y = class).
@@ -7,12 +7,17 @@ Each plot is a PNG (matplotlib, Agg) plus the CSV behind it, written atomically 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from tasks.common import ConfigError, atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def number(
@@ -45,6 +50,21 @@ def number(
         extra = " or null" if optional else ""
         raise ConfigError(f"params.yaml {section}.{key}={value!r} must be {kind}{bounds}{extra}")
     return int(value) if integer else float(value)
+
+
+def check_keys(cfg: Any, allowed: Collection[str], *, section: str) -> None:
+    """Require `cfg` (params.yaml[section]) to be a mapping whose keys are all in `allowed`.
+
+    Raises:
+        ConfigError: not a mapping, or an unknown key; the message names it and the allowed keys.
+    """
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"params.yaml {section} must be a mapping with keys {sorted(allowed)}")
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"params.yaml {section}.{unknown[0]} is not an option; allowed keys: {sorted(allowed)}"
+        )
 
 
 def count_table(columns: dict[str, np.ndarray], classes: list[str]) -> pd.DataFrame:
@@ -97,3 +117,34 @@ def write_bar_png(table: pd.DataFrame, path: Path, *, title: str, xlabel: str) -
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def confusion_figure(
+    y_true: np.ndarray, pred: np.ndarray, classes: list[str], *, title: str
+) -> Figure:
+    """A K x K confusion-matrix figure (rows = true class, columns = predicted, no colour bar).
+
+    Args:
+        y_true: int (N,) true class indices into `classes`.
+        pred: int (N,) predicted class indices.
+        classes: the K class names (axis labels, in index order).
+        title: the axes title.
+
+    Returns:
+        The matplotlib Figure (Agg); the caller saves and closes it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.45 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, pred, labels=list(range(len(classes))), display_labels=classes,
+        ax=ax, colorbar=False, cmap="Blues",
+    )  # fmt: skip
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -19,7 +19,7 @@ import numpy as np
 
 from tasks import data
 from tasks.common import ConfigError, choice, load_params, setup_logging, stage_paths, write_json
-from tasks.stage_helpers import number
+from tasks.stage_helpers import check_keys, number
 
 STAGE = "train"
 DEFAULTS: dict[str, Any] = {
@@ -61,13 +61,7 @@ def _check_section(
     cfg: Any, defaults: dict[str, Any], *, section: str, choices: dict[str, list[str]]
 ) -> dict[str, Any]:
     """Fill `defaults` into the mapping `cfg`, checking every key against its allowed values."""
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"params.yaml {section} must be a mapping with keys {sorted(defaults)}")
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"params.yaml {section}.{unknown[0]} is not an option; allowed keys: {sorted(defaults)}"
-        )
+    check_keys(cfg, defaults, section=section)
     out = {}
     for key, default in defaults.items():
         value = cfg.get(key, default)
@@ -105,28 +99,7 @@ def parse_params(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def load_inputs() -> dict[str, Any]:
     """Classes, resampled train set, val and test splits and class weights, shape-checked."""
-    classes = data.load_classes()
-    x_train, y_train, synthetic, _ = data.load_train()
-    x_val, y_val, _ = data.load_split("val")
-    x_test, y_test, _ = data.load_split("test")
-    for name, x in (("data/resample/train.npz", x_train), ("val", x_val), ("test", x_test)):
-        if len(x) == 0:
-            raise ValueError(f"{name}: no images; check split.val_fraction / split.test_fraction")
-        if x.shape[1:] != x_train.shape[1:]:
-            raise ValueError(
-                f"{name}: images are {x.shape[1:]}, the train set's {x_train.shape[1:]}; "
-                "re-run the pipeline from ingest (dvc repro)"
-            )
-    k = len(classes)
-    if max(y_train.max(), y_val.max(), y_test.max()) >= k:
-        raise ValueError(
-            f"labels exceed the {k} classes of data/ingest/classes.json; re-run resample"
-        )
-    return {
-        "classes": classes, "x_train": x_train, "y_train": y_train, "synthetic": synthetic,
-        "x_val": x_val, "y_val": y_val, "x_test": x_test, "y_test": y_test,
-        "class_weights": data.load_class_weights(),
-    }  # fmt: skip
+    return data.load_fit_sets(check_shapes=True)
 
 
 def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:

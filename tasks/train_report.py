@@ -16,7 +16,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
-    ConfusionMatrixDisplay,
     accuracy_score,
     confusion_matrix,
     f1_score,
@@ -24,6 +23,7 @@ from sklearn.metrics import (  # noqa: E402
 )
 
 from tasks.common import StagePaths, atomic_path, write_json  # noqa: E402
+from tasks.stage_helpers import confusion_figure  # noqa: E402
 
 MIN_TOP1_AGREEMENT = 1.0  # the ONNX model must pick the same class as torch on every test image
 
@@ -107,18 +107,6 @@ def write_artifacts(
     return parity
 
 
-def _confusion_figure(y_true: np.ndarray, pred: np.ndarray, classes: list[str]) -> plt.Figure:
-    size = max(4.0, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay.from_predictions(
-        y_true, pred, labels=list(range(len(classes))), display_labels=classes,
-        ax=ax, colorbar=False, cmap="Blues",
-    )  # fmt: skip
-    ax.set_title("Teacher, test set")
-    fig.tight_layout()
-    return fig
-
-
 def _curves_figure(history: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
@@ -153,7 +141,7 @@ def write_outputs(
         ["epoch", "train_loss", "val_macro_f1", "val_acc", "lr", "seconds"]
     ]
     figures = {
-        "confusion_matrix.png": _confusion_figure(y_test, pred, classes),
+        "confusion_matrix.png": confusion_figure(y_test, pred, classes, title="Teacher, test set"),
         "training_curves.png": _curves_figure(table),
     }
     with atomic_path(paths.plots) as tmp:
