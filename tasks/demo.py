@@ -60,7 +60,7 @@ class DemoConfig:
     modes: dict[str, float] = field(
         default_factory=lambda: {"L": 0.88, "RGB": 0.04, "RGBA": 0.03, "P": 0.03, "I;16": 0.02}
     )
-    ratings_per_image: tuple[int, int] = (2, 3)
+    ratings_per_image: tuple[int, int] = (3, 3)
     annotators: dict[str, Annotator] = field(
         default_factory=lambda: {
             "careful": Annotator(0.97),

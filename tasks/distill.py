@@ -25,7 +25,7 @@ from tasks.stage_helpers import check_keys, number
 STAGE = "distill"
 DEFAULTS: dict[str, Any] = {
     "alpha": 0.1,
-    "temperature": 2.0,
+    "temperature": 4.0,
     "width": 1.0,
     "blocks": [[1, 16, 1, 1], [4, 24, 2, 2], [4, 32, 2, 2]],
     "stem_channels": 16,

@@ -82,6 +82,19 @@ def test_annotators_have_the_configured_reliability(full: tuple[Path, dict]) -> 
         .groupby("image")["annotator"]
         .agg(["count", "nunique"])
     )
+    assert (per_image["count"] == 3).all()  # default ratings_per_image: [3, 3]
+    assert (per_image["count"] == per_image["nunique"]).all()
+
+
+def test_ratings_per_image_range_is_drawn_per_image(tmp_path: Path) -> None:
+    demo.make_demo(tmp_path / "d", ratings_per_image=[2, 3], **TINY)
+    ann = pd.read_csv(tmp_path / "d/annotations.csv", dtype=str)
+    truth = pd.read_csv(tmp_path / "d/truth.csv", dtype=str)
+    per_image = (
+        ann[ann["image"].isin(truth["image"])]
+        .groupby("image")["annotator"]
+        .agg(["count", "nunique"])
+    )
     assert per_image["count"].between(2, 3).all()
     assert (per_image["count"] == per_image["nunique"]).all()
     assert (per_image["count"] == 2).any() and (per_image["count"] == 3).any()

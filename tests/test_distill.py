@@ -145,7 +145,7 @@ def test_main_end_to_end_writes_every_output_and_an_mlflow_run(prepared_workspac
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == "distill"
-    assert run.data.params["distill.temperature"] == "2.0"
+    assert run.data.params["distill.temperature"] == "4.0"
     assert run.data.metrics["test/macro_f1"] == pytest.approx(metrics["test_macro_f1"])
     assert "baseline/test/macro_f1" in run.data.metrics
     client = mlflow.MlflowClient()
