@@ -69,7 +69,8 @@ def flags(out: dict[str, Any]) -> list[str]:
         if r["vs_fp32"] and r["vs_fp32"]["int8_slower"]:
             lines.append(
                 f"INT8 SLOWER: {r['id']} is {1 / r['vs_fp32']['speedup']:.2f}x slower than "
-                f"its FP32 source {r['vs_fp32']['fp32']} at 1 thread"
+                f"its FP32 source {r['vs_fp32']['fp32']} at 1 thread (expected on CPUs without "
+                "int8 dot-product instructions: `python -m benchmarks int8` measures this CPU)"
             )
         for t, lat in r["latency_ms"].items():
             if lat["p50_spread_pct"] > TARGETS["max_p50_spread_pct"]:
