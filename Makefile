@@ -8,10 +8,12 @@ export TF_USE_LEGACY_KERAS := 1
 export PREFECT_HOME ?= $(abspath .prefect)
 # Prefect's default 20 s start-up timeout is too short for a loaded 2-core machine.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DVC_NO_ANALYTICS ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint format bench mlflow-ui serve
+.PHONY: help setup browser demo test test-fast lint format bench mlflow-ui serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,11 +25,15 @@ $(STAMP): constraints.txt pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the pinned stack (constraints.txt)
 
+browser: ## Install Debian's chromium for the Prefect UI test (apt-get; needs root) if missing
+	@command -v chromium >/dev/null || (apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
 demo: setup ## Set up, then run the retrain flow (every dvc.yaml stage) on the embedded demo data
 	$(BIN)/python -m flows.retrain
 	dvc metrics show
 
-test: setup ## Set up, then run all tests (slow end-to-end ones included)
+test: setup browser ## Set up, then run all tests (slow end-to-end ones included)
 	EDGE_TEST_SIDE=torch $(BIN)/python -m pytest
 	$(BIN)/python -m pytest
 

@@ -40,6 +40,8 @@ def start_server(api_url: str, *, home: Path, wait_s: float = 120.0) -> subproce
     port = httpx.URL(api_url).port or 4200
     env = {**os.environ, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another server
+    env["PREFECT_UI_API_URL"] = api_url  # else the UI calls :4200 whatever --port says
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network to send it to
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(

@@ -104,7 +104,8 @@ def ensure_limit(name: str) -> None:
 
 @flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
 def retrain(
-    overrides: dict[str, Any] | None = None,
+    # A non-optional dict: Prefect's default (V2) Run form offers JSON input only for that.
+    overrides: dict[str, Any] = {},  # noqa: B006 - never mutated; Prefect validates a copy
     source: str | None = None,
     approval: Policy | None = None,
     workspace: str | None = None,
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = build_flow(cfg)(
-        overrides=overrides or None,
+        overrides=overrides,
         source=args.source,
         approval=args.approval,
         workspace=args.workspace,
