@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "repeats": 5,
     "warmup": 20,
     "iters": 200,
+    "min_repeat_s": 0.5,
     "batch": 32,
     "baseline": "train/teacher_fp32",
     "reference": "qat/student_fp32",
@@ -76,7 +77,7 @@ def benchmark_model(
 
     Args:
         x: uint8 (N, H, W, C) test images; y: int64 (N,) labels into `classes` (K names).
-        settings: threads, repeats, warmup, iters, batch, timeout_s (the benchmark params).
+        settings: threads, repeats, warmup, iters, min_repeat_s, batch, timeout_s (benchmark params).
     """
     from tasks.measure import latency_stats, run_isolated
 
@@ -87,7 +88,10 @@ def benchmark_model(
             runtime=spec.runtime,
             layout=spec.layout,
             x=x,
-            **{k: settings[k] for k in ("threads", "repeats", "warmup", "iters", "batch")},
+            **{
+                k: settings[k]
+                for k in ("threads", "repeats", "warmup", "iters", "min_repeat_s", "batch")
+            },
         ),
         timeout_s=settings["timeout_s"],
     )
@@ -131,6 +135,11 @@ def settings_from(params: dict[str, Any]) -> dict[str, Any]:
     for key in ("repeats", "iters", "batch"):
         if not isinstance(s[key], int) or s[key] < 1:
             raise ConfigError(f"params.yaml benchmark.{key}={s[key]!r} must be a positive integer")
+    if not isinstance(s["min_repeat_s"], int | float) or not 0 <= s["min_repeat_s"] <= 60:
+        raise ConfigError(
+            f"params.yaml benchmark.min_repeat_s={s['min_repeat_s']!r}: seconds per latency "
+            "repetition, a number in [0, 60]"
+        )
     srv = s["serving"]
     if not (
         isinstance(srv["max_batch"], int) and srv["max_batch"] >= 1 and srv["max_wait_ms"] >= 0

@@ -9,6 +9,7 @@ TensorFlow), runs it and pickles the result back. The parent turns raw timings i
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import pickle
 import subprocess
@@ -23,6 +24,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PERCENTILES = (50, 90, 95, 99)
+MAX_ITERS = 20_000  # per repetition, whatever min_repeat_s asks
 
 
 def run_isolated(target: str, kwargs: dict[str, Any], *, timeout_s: float = 600.0) -> Any:
@@ -90,6 +92,7 @@ def measure_model(
     warmup: int,
     iters: int,
     batch: int,
+    min_repeat_s: float = 0.0,
 ) -> dict[str, Any]:
     """Everything the benchmark measures for one model (run it through `run_isolated`).
 
@@ -98,7 +101,9 @@ def measure_model(
 
     Returns:
         logits: float32 (N, K) from the runtime at `threads[0]` threads, batches of `batch`.
-        latency_s: {threads: float (repeats, iters)} batch-1 seconds per call after `warmup` calls.
+        latency_s: {threads: float (repeats, I)} batch-1 seconds per call, I = max(iters, the calls
+            that fill `min_repeat_s`), after a warm-up of `warmup` calls plus I more: a 50 us model
+            timed for only 200 calls (10 ms) gives p50s that wander by tens of percent.
         throughput_ips: {threads: images/s at batch `batch`} (median of max(5, repeats) calls).
         base_rss_bytes: RSS after importing the runtime, before loading the model.
         peak_rss_bytes: peak RSS of the process over all of the above.
@@ -117,9 +122,17 @@ def measure_model(
         runner = open_runner(path, runtime=runtime, layout=layout, threads=t)
         if "logits" not in out:
             out["logits"] = predict_batched(runner, xf, batch=batch)
-        time_calls(runner.predict, singles, n=warmup)
+
+        def calls(times: np.ndarray) -> int:  # per repetition, from a median call time
+            per_call = max(float(np.median(times)), 1e-9)
+            return max(iters, min(MAX_ITERS, math.ceil(min_repeat_s / per_call)))
+
+        warm = time_calls(runner.predict, singles, n=warmup)
+        # one repetition's worth more settles caches and clocks; its median (not the cold
+        # warm-up's) sets the calls per repetition
+        n = calls(time_calls(runner.predict, singles, n=calls(warm)))
         out["latency_s"][t] = np.stack(
-            [time_calls(runner.predict, singles, n=iters) for _ in range(repeats)]
+            [time_calls(runner.predict, singles, n=n) for _ in range(repeats)]
         )
         time_calls(runner.predict, [big], n=2)
         out["throughput_ips"][t] = batch / float(

@@ -11,7 +11,7 @@ import pytest
 from _edge_models import Zoo, entry, shared_zoo
 
 from tasks.common import ConfigError
-from tasks.measure import latency_stats, machine_peak, run_isolated
+from tasks.measure import latency_stats, machine_peak, measure_model, run_isolated
 from tasks.runtimes import (
     dequantize,
     find_model,
@@ -171,6 +171,18 @@ def test_measure_model_in_a_child_process(zoo: Zoo, test_images) -> None:
     assert raw["peak_rss_bytes"] >= raw["base_rss_bytes"] > 10e6
     stats = latency_stats(raw["latency_s"][1])
     assert stats["p50"] <= stats["p90"] <= stats["p95"] <= stats["p99"]
+
+
+def test_measure_model_times_enough_calls_to_fill_min_repeat_s(zoo: Zoo, test_images) -> None:
+    x, _ = test_images
+    path = str(zoo.root / "data" / "qat" / "student_fp32.tflite")
+    raw = measure_model(
+        path=path, runtime="litert", layout="NHWC", x=x, threads=[1], repeats=2, warmup=3,
+        iters=5, batch=8, min_repeat_s=0.05,
+    )  # fmt: skip
+    reps, n = raw["latency_s"][1].shape
+    assert reps == 2 and n > 5  # a tiny model needs far more than 5 calls for 50 ms
+    assert raw["latency_s"][1].sum(axis=1).min() >= 0.5 * 0.05  # about min_repeat_s each
 
 
 def test_run_isolated_reports_the_child_error() -> None:
