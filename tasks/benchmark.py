@@ -77,7 +77,7 @@ def benchmark_model(
 
     Args:
         x: uint8 (N, H, W, C) test images; y: int64 (N,) labels into `classes` (K names).
-        settings: threads, repeats, warmup, iters, min_repeat_s, batch, timeout_s (benchmark params).
+        settings: threads, repeats, warmup, iters, min_repeat_s, batch, timeout_s (params).
     """
     from tasks.measure import latency_stats, run_isolated
 
