@@ -25,7 +25,7 @@ TARGET_S, TARGET_GIB = 10.0, 4.0
 
 def synthetic(seed: int = 0):
     """(Ratings, true labels (N,)) of the benchmark's shape."""
-    from tasks.agreement_stats import Ratings
+    from edge_pipeline.quality.agreement_stats import Ratings
 
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, N_CLASSES, N_ITEMS)
@@ -39,8 +39,8 @@ def synthetic(seed: int = 0):
 
 def time_stage(r, truth) -> float:
     """Seconds for agreement.run on CSVs of the same ratings (writing the CSVs not timed)."""
+    from edge_pipeline.artifacts.catalog import StagePaths
     from tasks import agreement
-    from tasks.common import StagePaths
 
     classes = [f"class_{k}" for k in range(N_CLASSES)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +63,7 @@ def time_stage(r, truth) -> float:
 
 def run() -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from tasks.agreement_stats import measure_agreement
+    from edge_pipeline.quality.agreement_stats import measure_agreement
 
     r, truth = synthetic()
     classes = [f"class_{k}" for k in range(N_CLASSES)]

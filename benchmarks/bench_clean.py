@@ -19,9 +19,9 @@ import numpy as np
 import psutil
 from sklearn.datasets import make_classification
 
+from edge_pipeline.core.common import load_params
+from edge_pipeline.quality.clean_outputs import score_issues
 from tasks.clean import find_issues, out_of_fold_probs
-from tasks.clean_report import score_issues
-from tasks.common import load_params
 
 TARGET_S = 180.0
 TARGET_GIB = 4.0

@@ -32,10 +32,10 @@ ROUNDS, RUNS, WARMUP = 7, 1500, 300
 
 def _models_from_params() -> tuple[bytes, bytes, dict[str, Any]]:
     """FP32 TFLite of the params' student and of its channel-pruned copy (untrained weights)."""
-    from tasks.channel_prune import channel_prune
-    from tasks.common import load_all_params
-    from tasks.litert_tools import to_tflite
-    from tasks.student import build_student, count_macs
+    from edge_pipeline.compression.channels import channel_prune
+    from edge_pipeline.compression.tflite import to_tflite
+    from edge_pipeline.core.common import load_all_params
+    from edge_pipeline.student.model import build_student, count_macs
 
     p = load_all_params()
     dist, prune, ingest = p.get("distill", {}), p.get("prune", {}), p.get("ingest", {})
@@ -60,7 +60,7 @@ def _models_from_pipeline(qat_dir: Path) -> tuple[bytes, bytes, dict[str, Any]]:
 
 def interleaved_p50(models: dict[str, bytes], x: np.ndarray) -> dict[str, dict[str, float]]:
     """p50/p90 batch-1 latency (us) per model, 1 thread, runs interleaved across rounds."""
-    from tasks.litert_tools import interpreter, quantize
+    from edge_pipeline.compression.tflite import interpreter, quantize
 
     its = {}
     for name, blob in models.items():
@@ -112,12 +112,12 @@ def _qat_figures(path: Path) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    from tasks.common import stage_paths
+    from edge_pipeline.artifacts.catalog import stage_paths
 
     qat_dir = stage_paths("qat").data
     pipeline = (qat_dir / "models.json").exists()
     student, pruned, facts = _models_from_pipeline(qat_dir) if pipeline else _models_from_params()
-    from tasks.litert_tools import interpreter
+    from edge_pipeline.compression.tflite import interpreter
 
     shape = interpreter(student).get_input_details()[0]["shape"]
     x = np.random.default_rng(0).random(tuple(shape), dtype=np.float32)

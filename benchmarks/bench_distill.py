@@ -23,7 +23,7 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tasks.common import load_params  # noqa: E402
+from edge_pipeline.core.common import load_params  # noqa
 from tasks.distill import parse_params  # noqa: E402
 
 TARGET_S = 180.0
@@ -40,8 +40,8 @@ def make_data(n: int, *, k: int = 10, size: int = 16, seed: int = 0) -> tuple[np
 
 
 def run(n_train: int = 1200, n_val: int = 270, epochs: int = 8) -> dict:
-    from tasks import kd
-    from tasks.student import build_student, count_macs
+    from edge_pipeline.student import kd_training as kd
+    from edge_pipeline.student.model import build_student, count_macs
 
     p = parse_params(load_params("distill"))
     x, y, teacher = make_data(n_train + n_val)

@@ -21,10 +21,11 @@ TARGETS = {"speedup": 4.0, "size_reduction": 10.0, "max_drop_pts": 1.0, "int8_sp
 
 
 def run() -> dict[str, Any]:
+    from edge_pipeline.artifacts.catalog import stage_paths
+    from edge_pipeline.artifacts.datasets import load_classes, load_split
+    from edge_pipeline.core.common import load_params
+    from edge_pipeline.edge.runtimes import load_models
     from tasks.benchmark import run_benchmark, settings_from
-    from tasks.common import load_params, stage_paths
-    from tasks.data import load_classes, load_split
-    from tasks.runtimes import load_models
 
     settings = settings_from(load_params("benchmark"))
     data = stage_paths("benchmark").data.parent

@@ -25,7 +25,7 @@ def make_pngs(root: Path, n: int, *, side: int = 28, seed: int = 0) -> None:
     """Write n distinct side x side mode L PNGs as root/<digit>/<i>.png."""
     from sklearn.datasets import load_digits
 
-    from tasks.flaws import png_bytes
+    from edge_pipeline.quality.demo_flaws import png_bytes
 
     digits = load_digits()
     rng = np.random.default_rng(seed)
@@ -44,7 +44,7 @@ def make_pngs(root: Path, n: int, *, side: int = 28, seed: int = 0) -> None:
 
 
 def run(n: int = 5000) -> dict:
-    from tasks.images import DecodeOptions
+    from edge_pipeline.quality.images import DecodeOptions
     from tasks.ingest import ingest
 
     with tempfile.TemporaryDirectory() as tmp:

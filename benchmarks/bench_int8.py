@@ -46,7 +46,7 @@ def _models() -> list[tuple[str, Any, tuple[int, int, int], int]]:
     """(name, tf_keras model, input shape, timed invokes per round)."""
     import tf_keras
 
-    from tasks.student import build_student
+    from edge_pipeline.student.model import build_student
 
     out = [
         (f"student {s}x{s}", build_student((s, s, 1), 10), (s, s, 1), runs)
@@ -69,7 +69,7 @@ def _interpreter(model: bytes, *, delegate: bool) -> Any:
 
 def _p50_us(variants: dict[str, Any], x: np.ndarray, runs: int) -> dict[str, float]:
     """Median invoke time per variant over ROUNDS interleaved rounds of `runs` invokes."""
-    from tasks.runtimes import quantize
+    from edge_pipeline.edge.runtimes import quantize
 
     for it in variants.values():
         inp = it.get_input_details()[0]
@@ -87,7 +87,7 @@ def _p50_us(variants: dict[str, Any], x: np.ndarray, runs: int) -> dict[str, flo
 
 
 def run() -> dict[str, Any]:
-    from tasks.litert_tools import to_tflite
+    from edge_pipeline.compression.tflite import to_tflite
 
     rng = np.random.default_rng(0)
     flags = cpu_flags()

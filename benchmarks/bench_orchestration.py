@@ -125,7 +125,7 @@ def run() -> dict:
     )
     from prefect import flow
 
-    from tasks.tracking import configure
+    from edge_pipeline.core.tracking import configure
 
     startup_s, _ = _timed(flow(lambda: None, name="warm-up"))
     store_s, _ = _timed(configure)

@@ -1,7 +1,7 @@
 """Teacher training throughput and peak memory on CPU, extrapolated to the demo data.
 
 Trains the default teacher of params.yaml (`train` section: arch, batch size, augmentation) with
-`tasks.train_loop.fit` on synthetic 16x16x1 images, 2 epochs with 2 torch threads (the project's
+`edge_pipeline.teacher.fit.fit` on synthetic 16x16x1 images, 2 epochs with 2 torch threads (the project's
 CPU budget; the second epoch is the steady state), then 1 epoch with 1 thread. Figures:
 - train_images_per_s: wall-clock training images/s with 2 threads (forward, backward, update,
   augmentation, the small validation pass);
@@ -35,8 +35,8 @@ def _fit(p: dict, x: np.ndarray, y: np.ndarray, *, epochs: int, n: int) -> tuple
     """Train a fresh default teacher; returns (last epoch's wall images/s, images per CPU-s)."""
     import torch
 
-    from tasks.teacher import build_teacher
-    from tasks.train_loop import Augment, deterministic, fit
+    from edge_pipeline.teacher.fit import Augment, deterministic, fit
+    from edge_pipeline.teacher.models import build_teacher
 
     with deterministic(0):
         model = build_teacher(p["arch"], num_classes=K, in_channels=1, image_size=(16, 16))
@@ -59,10 +59,10 @@ def run() -> dict:
     import torch
 
     import_rss = _peak_rss_mib()  # torch's CUDA build alone is most of the footprint
-    from tasks.common import load_params
-    from tasks.teacher import build_teacher
+    from edge_pipeline.core.common import load_params
+    from edge_pipeline.teacher.fit import predict_logits
+    from edge_pipeline.teacher.models import build_teacher
     from tasks.train import parse_params
-    from tasks.train_loop import predict_logits
 
     repo = Path(__file__).resolve().parent.parent
     p = parse_params(load_params("train", repo / "params.yaml"))

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.common import ConfigError
+from edge_pipeline.core.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
     "defaults": {"retries": 2, "retry_delay_seconds": 10, "backoff": 3, "timeout_seconds": 3600},

@@ -66,9 +66,9 @@ def build_deployments(params: dict[str, Any] | None = None) -> list[Any]:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
+    from edge_pipeline.core.common import load_all_params
     from flows.config import load_orchestration
     from flows.retrain import build_flow
-    from tasks.common import load_all_params
 
     cfg = load_orchestration(params if params is not None else load_all_params())
     flow = build_flow(cfg)
@@ -96,9 +96,9 @@ def main() -> int:
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from edge_pipeline.core.common import load_all_params
     from flows.config import load_orchestration
     from flows.retrain import ensure_limit
-    from tasks.common import load_all_params
 
     os.chdir(REPO_ROOT)  # stages and params.yaml are relative to the repository
     api_url = os.environ.get("PREFECT_API_URL") or DEFAULT_API

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tasks.common import ConfigError
+from edge_pipeline.core.errors import ConfigError
 
 
 def param_keys(params: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect.exceptions import TerminationSignal
 
-from tasks import tracking
+from edge_pipeline.core import tracking
 
 _BAD_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 

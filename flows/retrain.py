@@ -25,6 +25,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from edge_pipeline.core.common import load_all_params
+from edge_pipeline.core.errors import ConfigError
 from flows.config import Orchestration, load_orchestration
 from flows.dag import load_dag, stale_stages
 from flows.overrides import (
@@ -38,7 +40,6 @@ from flows.overrides import (
 from flows.parent_run import parent_run
 from flows.publish import publish_summary
 from flows.scheduler import busy_seconds, run_dag
-from tasks.common import ConfigError, load_all_params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 Policy = Literal["fail", "warn", "approval"]

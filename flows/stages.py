@@ -25,9 +25,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
+from edge_pipeline.core.tracking import PARENT_ENV
 from flows.dag import Stage
 from flows.publish import publish_stage
-from tasks.tracking import PARENT_ENV
 
 # Two `dvc repro` processes in one workspace can collide on DVC's repo lock or its per-path rwlock.
 LOCK_ERRORS = ("Unable to acquire lock", "is busy, it is being blocked by")

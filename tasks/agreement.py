@@ -2,8 +2,8 @@
 
 Reads data/ingest/{annotations.csv, manifest.csv, classes.json}; writes data/agreement/labels.csv
 (`id,label,n_ratings,support`), reports/agreement/, metrics/agreement.json and plots/agreement/.
-The statistics and their definitions live in tasks/agreement_stats.py; the writers in
-tasks/agreement_report.py. Without annotation rows (ImageFolder source) agreement cannot be
+The statistics and their definitions live in edge_pipeline/quality/agreement_stats.py; the writers in
+edge_pipeline/quality/agreement_outputs.py. Without annotation rows (ImageFolder source) agreement cannot be
 measured: the stage records status "skipped" and passes the ImageFolder labels through.
 
 Gate: Fleiss' kappa (all annotators at once, the figure that does not depend on which pair is
@@ -23,19 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks import agreement_stats as st
-from tasks import agreement_tables as tb
-from tasks.agreement_report import write_outputs
-from tasks.agreement_tables import codes_of
-from tasks.common import (
-    ConfigError,
-    StagePaths,
-    choice,
-    load_params,
-    setup_logging,
-    stage_paths,
-    write_json,
-)
+from edge_pipeline.artifacts.catalog import StagePaths, stage_paths
+from edge_pipeline.core.common import choice, load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import write_json
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.quality import agreement_stats as st
+from edge_pipeline.quality import agreement_tables as tb
+from edge_pipeline.quality.agreement_outputs import write_outputs
+from edge_pipeline.quality.agreement_tables import codes_of
 
 STAGE = "agreement"
 log = logging.getLogger(f"tasks.{STAGE}")

@@ -1,7 +1,7 @@
 """Edge benchmark: every runtime artifact side by side, deployment gates, the chosen edge model.
 
 Reads `data/<stage>/models.json` of `benchmark.models_from` (never a model path of its own),
-runs each ONNX Runtime / LiteRT model in its own child process (`tasks.measure`) on the frozen test
+runs each ONNX Runtime / LiteRT model in its own child process (`edge_pipeline.edge.measure`) on the frozen test
 split, and writes data/benchmark/{results,chosen}.json, reports/benchmark/{benchmark.md,.csv},
 metrics/benchmark.json and plots/benchmark/. Latencies are wall times of one `predict` call
 (layout change and input quantisation included), batch 1, after warm-up.
@@ -16,9 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import ConfigError, choice, load_params, setup_logging, stage_paths, write_json
-from tasks.gates import Gates, add_comparisons, choose, verdict
-from tasks.runtimes import ModelSpec, find_model, load_models
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import choice, load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import write_json
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.edge.gates import Gates, add_comparisons, choose, verdict
+from edge_pipeline.edge.runtimes import ModelSpec, find_model, load_models
 
 STAGE = "benchmark"
 MB = 1e6  # decimal megabytes, as in the 5 MB edge budget
@@ -79,10 +83,10 @@ def benchmark_model(
         x: uint8 (N, H, W, C) test images; y: int64 (N,) labels into `classes` (K names).
         settings: threads, repeats, warmup, iters, min_repeat_s, batch, timeout_s (params).
     """
-    from tasks.measure import latency_stats, run_isolated
+    from edge_pipeline.edge.measure import latency_stats, run_isolated
 
     raw = run_isolated(
-        "tasks.measure:measure_model",
+        "edge_pipeline.edge.measure:measure_model",
         dict(
             path=spec.path,
             runtime=spec.runtime,
@@ -154,14 +158,14 @@ def settings_from(params: dict[str, Any]) -> dict[str, Any]:
 
 def serve(spec: ModelSpec, x: np.ndarray, *, serving: dict[str, Any], timeout_s: float) -> dict:
     """Dynamic batching vs batch 1 for `spec`: batch latencies measured at 1 thread in a child
-    process (powers of two up to max_batch), then the virtual-time simulation of tasks.serving."""
-    from tasks.measure import run_isolated
-    from tasks.serving import compare_policies
+    process (powers of two up to max_batch), then the virtual-time simulation of edge_pipeline.edge.serving_sim."""
+    from edge_pipeline.edge.measure import run_isolated
+    from edge_pipeline.edge.serving_sim import compare_policies
 
     mb = serving["max_batch"]
     sizes = sorted({1, mb, *(2**k for k in range(mb.bit_length()) if 2**k < mb)})
     table = run_isolated(
-        "tasks.measure:batch_latency_table",
+        "edge_pipeline.edge.measure:batch_latency_table",
         dict(path=spec.path, runtime=spec.runtime, layout=spec.layout, x=x, threads=1, sizes=sizes),
         timeout_s=timeout_s,
     )
@@ -186,14 +190,16 @@ def run_benchmark(
     """The whole benchmark of `specs` on test images x (N, H, W, C) uint8, labels y (N,)."""
     import logging
 
-    from tasks.measure import run_isolated
+    from edge_pipeline.edge.measure import run_isolated
 
     log = logging.getLogger(f"tasks.{STAGE}")
     baseline = find_model(specs, settings["baseline"], param="benchmark.baseline").id
     reference = find_model(specs, settings["reference"], param="benchmark.reference").id
     names = settings["candidates"] or [s.id for s in specs if s.id != baseline]
     candidates = [find_model(specs, n, param="benchmark.candidates").id for n in names]
-    peak = run_isolated("tasks.measure:machine_peak", {}, timeout_s=settings["timeout_s"])
+    peak = run_isolated(
+        "edge_pipeline.edge.measure:machine_peak", {}, timeout_s=settings["timeout_s"]
+    )
     results = []
     for i, spec in enumerate(specs, 1):
         r = benchmark_model(spec, x, y, classes, settings=settings)
@@ -219,9 +225,9 @@ def run_benchmark(
 
 
 def main() -> None:
-    from tasks import benchmark_report as report
-    from tasks.data import load_classes, load_split
-    from tasks.tracking import stage_run
+    from edge_pipeline.artifacts.datasets import load_classes, load_split
+    from edge_pipeline.core.tracking import stage_run
+    from edge_pipeline.edge import benchmark_outputs as report
 
     log = setup_logging(STAGE)
     params = load_params(STAGE)

@@ -28,10 +28,12 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 
-from tasks import data
-from tasks.clean_report import write_outputs
-from tasks.common import choice, load_params, setup_logging, stage_paths
-from tasks.stage_helpers import number
+from edge_pipeline.artifacts import datasets as data
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import choice, load_params
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.core.stage_helpers import number
+from edge_pipeline.quality.clean_outputs import write_outputs
 
 STAGE = "clean"
 MODELS = ("logistic_regression", "random_forest", "hist_gradient_boosting", "knn")

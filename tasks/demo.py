@@ -22,15 +22,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tasks.common import (
-    ConfigError,
-    atomic_path,
-    load_params,
-    setup_logging,
-    stage_paths,
-    write_json,
-)
-from tasks.flaws import (
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import atomic_path, write_json
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.quality.demo_flaws import (
     CORRUPT_KINDS,
     PNG_MODES,
     Annotator,

@@ -1,16 +1,16 @@
 """distill: a tf_keras MobileNetV2-style student distilled from the teacher, plus a baseline.
 
-Reads data/ingest, data/split and data/resample through `tasks.data`, the teacher's
+Reads data/ingest, data/split and data/resample through `edge_pipeline.artifacts.datasets`, the teacher's
 data/train/logits_train.npy (row-aligned with data/resample/train.npz) and logits_val.npy
 (row-aligned with `load_split("val")`), and metrics/train.json (the teacher's test metrics). Trains
 the student twice from the same initial weights: with the distillation loss (`alpha`, `temperature`)
 and with alpha = 1 (plain cross-entropy, the baseline), so the benefit of distillation is measured.
 Writes
 - data/distill/: student.keras, baseline.keras, meta.json ("student_config" rebuilds the
-  architecture with `tasks.student.build_student(**config)`), models.json;
+  architecture with `edge_pipeline.student.model.build_student(**config)`), models.json;
 - reports/distill/report.md (+ confusion_matrix.png, training_curves.png), metrics/distill.json,
   plots/distill/ (history_student.csv, history_baseline.csv, test_predictions.csv, PNGs).
-Model: tasks/student.py; loss and loop: tasks/kd.py; outputs: tasks/distill_report.py.
+Model: edge_pipeline/student/model.py; loss and loop: edge_pipeline/student/kd_training.py; outputs: edge_pipeline/student/outputs.py.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tasks import data
-from tasks.common import ConfigError, load_params, read_json, setup_logging, stage_paths
-from tasks.stage_helpers import check_keys, number
+from edge_pipeline.artifacts import datasets as data
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import read_json
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.core.stage_helpers import check_keys, number
 
 STAGE = "distill"
 DEFAULTS: dict[str, Any] = {
@@ -133,8 +137,8 @@ def train_pair(d: dict[str, Any], p: dict[str, Any], config: dict[str, Any]) -> 
     Returns {"student" | "baseline": {"model", "fit" (kd.fit_distilled result), "test"
     (kd.evaluate result on the test set)}}.
     """
-    from tasks import kd
-    from tasks.student import build_student
+    from edge_pipeline.student import kd_training as kd
+    from edge_pipeline.student.model import build_student
 
     common = {
         "x_val": d["x_val"], "y_val": d["y_val"], "n_classes": len(d["classes"]),
@@ -165,9 +169,9 @@ def main() -> None:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import tensorflow as tf
 
-    from tasks import distill_report
-    from tasks.student import count_macs, student_config
-    from tasks.tracking import stage_run
+    from edge_pipeline.core.tracking import stage_run
+    from edge_pipeline.student import outputs as distill_report
+    from edge_pipeline.student.model import count_macs, student_config
 
     if p["threads"]:
         tf.config.threading.set_intra_op_parallelism_threads(p["threads"])

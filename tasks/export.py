@@ -23,16 +23,13 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tasks import compression as cx  # noqa: E402
-from tasks import data  # noqa: E402
-from tasks.common import (  # noqa: E402
-    atomic_path,
-    load_params,
-    setup_logging,
-    stage_paths,
-    write_json,
-)
-from tasks.stage_helpers import number  # noqa: E402
+from edge_pipeline.artifacts import datasets as data  # noqa: E402
+from edge_pipeline.artifacts.catalog import stage_paths  # noqa
+from edge_pipeline.compression import finetune as cx  # noqa: E402
+from edge_pipeline.core.common import load_params  # noqa
+from edge_pipeline.core.io import atomic_path, write_json  # noqa
+from edge_pipeline.core.logs import setup_logging  # noqa
+from edge_pipeline.core.stage_helpers import number  # noqa
 
 STAGE = "export"
 log = setup_logging(STAGE)
@@ -117,7 +114,7 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
 
 
 def main() -> None:
-    from tasks.kd import metrics_from_predictions, predict_logits
+    from edge_pipeline.student.kd_training import metrics_from_predictions, predict_logits
 
     o = read_options(load_params(STAGE))
     paths = stage_paths(STAGE)

@@ -3,7 +3,7 @@
 Labels come from `ingest.annotations` (CSV `image,annotator,label`, image relative to the source
 root, several rows per image) or, when it is null, from the folder holding each file (ImageFolder:
 `root/<class>/<file>`; the innermost folder names the class). Each file is decoded by
-`tasks.images.decode` (allow-listed formats, size guards, mode conversion, resize) or quarantined
+`edge_pipeline.quality.images.decode` (allow-listed formats, size guards, mode conversion, resize) or quarantined
 with one reason. Byte-identical files (same sha256) are kept once when their labels agree (for a
 CSV: the majority label of their rows, ties -> smallest name) and all quarantined as `duplicate`
 when they conflict. Writes the contract of docs/architecture.md plus reports, metrics and a plot.
@@ -25,17 +25,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tasks.common import (
-    ConfigError,
-    StagePaths,
-    atomic_path,
-    load_params,
-    progress,
-    setup_logging,
-    stage_paths,
-    write_json,
-)
-from tasks.images import (
+from edge_pipeline.artifacts.catalog import StagePaths, stage_paths
+from edge_pipeline.core.common import load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import atomic_path, write_json
+from edge_pipeline.core.logs import progress, setup_logging
+from edge_pipeline.core.plots import write_bar_png
+from edge_pipeline.quality.images import (
     REASONS,
     DecodeOptions,
     Quarantined,
@@ -43,8 +39,13 @@ from tasks.images import (
     read_checked,
     sha256,
 )
-from tasks.sources import ROW_REASONS, majority, read_annotations, read_truth, scan_images
-from tasks.stage_helpers import write_bar_png
+from edge_pipeline.quality.sources import (
+    ROW_REASONS,
+    majority,
+    read_annotations,
+    read_truth,
+    scan_images,
+)
 
 MANIFEST_COLUMNS = [
     "id",

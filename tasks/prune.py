@@ -1,10 +1,10 @@
 """prune stage: channel pruning plus TF-MOT sparsity of the distilled student.
 
-1. Channel pruning (tasks/channel_prune.py): remove the weakest `channel_fraction` of the hidden
+1. Channel pruning (edge_pipeline/compression/channels.py): remove the weakest `channel_fraction` of the hidden
    filters of every inverted-residual block (and of the head), rebuild a thinner model, refit the
    layers after them by least squares, and check the class agreement with the student BEFORE any
    fine-tuning (`min_agreement`).
-2. Sparsity (tasks/sparsity.py): TF-MOT `prune_low_magnitude` to `target_sparsity` over the ramp,
+2. Sparsity (edge_pipeline/compression/sparsity.py): TF-MOT `prune_low_magnitude` to `target_sparsity` over the ramp,
    fine-tuned with the distillation loss against the teacher logits, wrappers stripped, and the
    sparsity reached asserted per layer (within 2 points).
 
@@ -25,19 +25,19 @@ import pandas as pd
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tasks import compression as cx  # noqa: E402
-from tasks.channel_prune import SCOPES  # noqa: E402
-from tasks.common import (  # noqa: E402
-    ConfigError,
+from edge_pipeline.artifacts.catalog import stage_paths  # noqa
+from edge_pipeline.compression import finetune as cx  # noqa: E402
+from edge_pipeline.compression.channels import SCOPES  # noqa: E402
+from edge_pipeline.core.common import choice, load_params  # noqa
+from edge_pipeline.core.errors import ConfigError  # noqa
+from edge_pipeline.core.io import (  # noqa
     atomic_path,
-    choice,
-    load_params,
     read_json,
-    setup_logging,
-    stage_paths,
+    write_csv,  # noqa
     write_json,
 )
-from tasks.stage_helpers import number, write_csv  # noqa: E402
+from edge_pipeline.core.logs import setup_logging  # noqa
+from edge_pipeline.core.stage_helpers import number  # noqa
 
 STAGE = "prune"
 log = setup_logging(STAGE)
@@ -102,8 +102,8 @@ def prune_student(
     Raises:
         ValueError: agreement below `min_agreement`; SparsityShortfall: target not reached.
     """
-    from tasks.channel_prune import channel_prune
-    from tasks.sparsity import prune_and_finetune
+    from edge_pipeline.compression.channels import channel_prune
+    from edge_pipeline.compression.sparsity import prune_and_finetune
 
     seed = fit["seed"]
     calib = cx.calibration_sample(x_train, calib_samples, seed=seed)
@@ -178,8 +178,8 @@ def _barh(table: pd.DataFrame, path: Path, *, title: str, xlabel: str) -> None:
 
 
 def main() -> None:
-    from tasks.kd import evaluate
-    from tasks.tracking import stage_run
+    from edge_pipeline.core.tracking import stage_run
+    from edge_pipeline.student.kd_training import evaluate
 
     cfg = load_params(STAGE)
     o = read_options(cfg)

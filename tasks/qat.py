@@ -28,17 +28,13 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tasks import compression as cx  # noqa: E402
-from tasks import litert_tools as lt  # noqa: E402
-from tasks.common import (  # noqa: E402
-    atomic_path,
-    choice,
-    load_params,
-    setup_logging,
-    stage_paths,
-    write_json,
-)
-from tasks.stage_helpers import number  # noqa: E402
+from edge_pipeline.artifacts.catalog import stage_paths  # noqa
+from edge_pipeline.compression import finetune as cx  # noqa: E402
+from edge_pipeline.compression import tflite as lt  # noqa: E402
+from edge_pipeline.core.common import choice, load_params  # noqa
+from edge_pipeline.core.io import atomic_path, write_json  # noqa
+from edge_pipeline.core.logs import setup_logging  # noqa
+from edge_pipeline.core.stage_helpers import number  # noqa
 
 STAGE = "qat"
 log = setup_logging(STAGE)
@@ -84,7 +80,7 @@ def quantize_for_training(model: Any, *, preserve_sparsity: bool) -> Any:
         raise UnsupportedLayerError(
             f"QAT cannot quantize layer {layer}: {err}\nWay out: replace it with a layer TF-MOT "
             "quantizes (Conv2D/DepthwiseConv2D + BatchNormalization + ReLU, Dense, Add, "
-            "GlobalAveragePooling2D, ...; see tasks/student.py), or set qat.method: ptq in "
+            "GlobalAveragePooling2D, ...; see edge_pipeline/student/model.py), or set qat.method: ptq in "
             "params.yaml to quantize after training instead of QAT"
         ) from err
 
@@ -108,14 +104,18 @@ def qat_int8(
         model: tf_keras model, float32 (N, H, W, C) in [0, 1] -> (N, K) logits; may be sparse.
         x_train: uint8 (N, H, W, C); y_train: int (N,); teacher_logits: float32 (N, K).
         representative: float32 (R, H, W, C) calibration images.
-        fit: `compression.fit_options` for `tasks.kd.fit_distilled`.
+        fit: `compression.fit_options` for `edge_pipeline.student.kd_training.fit_distilled`.
 
     Returns:
         (.tflite bytes, the keras model converted (fake-quantized for QAT),
          {"method", "keras_sparsity", "prune_preserving", "fit"}).
     """
-    from tasks.kd import fit_distilled
-    from tasks.sparsity import kernel_sparsity, overall_sparsity, prunable_layers
+    from edge_pipeline.compression.sparsity import (
+        kernel_sparsity,
+        overall_sparsity,
+        prunable_layers,
+    )
+    from edge_pipeline.student.kd_training import fit_distilled
 
     names = [layer.name for layer in prunable_layers(model)]
     sparsity = overall_sparsity(kernel_sparsity(model, names))
@@ -183,8 +183,8 @@ def edge_models(
 
 
 def main() -> None:
-    from tasks.kd import metrics_from_predictions
-    from tasks.tracking import stage_run
+    from edge_pipeline.core.tracking import stage_run
+    from edge_pipeline.student.kd_training import metrics_from_predictions
 
     cfg = load_params(STAGE)
     o = read_options(cfg)

@@ -17,7 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from tasks.common import ConfigError, load_params, read_json, setup_logging, stage_paths, write_json
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import read_json, write_json
+from edge_pipeline.core.logs import setup_logging
 
 STAGE = "register"
 DEFAULTS = {"model_name": "edge-classifier", "tolerance_pts": 0.5, "alert_drop_pct": 5.0}
@@ -125,7 +129,7 @@ def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
     from mlflow.types.schema import Schema, TensorSpec
 
     import tasks
-    from tasks.edge_model import EdgeModel
+    from edge_pipeline.registry.edge_model import EdgeModel
 
     model = chosen["model"]
     artifacts = {"model": model["path"]} | {
@@ -173,7 +177,7 @@ def register_version(
 def main() -> None:
     from mlflow import MlflowClient
 
-    from tasks.tracking import stage_run
+    from edge_pipeline.core.tracking import stage_run
 
     log = setup_logging(STAGE)
     params = DEFAULTS | load_params(STAGE)

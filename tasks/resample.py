@@ -28,17 +28,14 @@ from imblearn.under_sampling import EditedNearestNeighbours
 from imblearn.utils import check_sampling_strategy
 from sklearn.utils.class_weight import compute_class_weight
 
-from tasks import data
-from tasks.common import (
-    ConfigError,
-    atomic_path,
-    choice,
-    load_params,
-    setup_logging,
-    stage_paths,
-    write_json,
-)
-from tasks.stage_helpers import count_table, number, write_bar_png, write_distribution_csvs
+from edge_pipeline.artifacts import datasets as data
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import choice, load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import atomic_path, write_json
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.core.plots import count_table, write_bar_png, write_distribution_csvs
+from edge_pipeline.core.stage_helpers import number
 
 STAGE = "resample"
 METHODS = ("none", "class_weight", "random_over", "smote", "smoteenn", "adasyn")

@@ -18,15 +18,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tasks.common import (
-    ConfigError,
-    atomic_path,
-    load_params,
-    setup_logging,
-    stage_paths,
-    write_json,
-)
-from tasks.stage_helpers import count_table, number, write_bar_png, write_distribution_csvs
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import atomic_path, write_json
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.core.plots import count_table, write_bar_png, write_distribution_csvs
+from edge_pipeline.core.stage_helpers import number
 
 STAGE = "split"
 SPLITS = ("train", "val", "test")

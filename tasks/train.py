@@ -1,6 +1,6 @@
 """train: the PyTorch teacher (a torchvision architecture), exported to ONNX, tracked in MLflow.
 
-Reads data/ingest, data/split and data/resample through `tasks.data`; writes
+Reads data/ingest, data/split and data/resample through `edge_pipeline.artifacts.datasets`; writes
 - data/train/: teacher.pt (plain state_dict), teacher.onnx (input `input` float32 (N, C, H, W) =
   x / 255, output `logits` (N, K)), logits_train.npy (N_train, K) row-aligned with
   data/resample/train.npz, logits_val.npy row-aligned with `load_split("val")`, meta.json,
@@ -8,7 +8,7 @@ Reads data/ingest, data/split and data/resample through `tasks.data`; writes
 - reports/train/report.md (+ confusion_matrix.png, training_curves.png), metrics/train.json,
   plots/train/ (history.csv, test_predictions.csv, confusion_matrix.png, training_curves.png).
 The ONNX export must agree with torch on every test image's top-1 class, or the stage fails.
-Model code: tasks/teacher.py; training loop: tasks/train_loop.py; report: tasks/train_report.py.
+Model code: edge_pipeline/teacher/models.py; training loop: edge_pipeline/teacher/fit.py; report: edge_pipeline/teacher/outputs.py.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from tasks import data
-from tasks.common import ConfigError, choice, load_params, setup_logging, stage_paths, write_json
-from tasks.stage_helpers import check_keys, number
+from edge_pipeline.artifacts import datasets as data
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.common import choice, load_params
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.io import write_json
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.core.stage_helpers import check_keys, number
 
 STAGE = "train"
 DEFAULTS: dict[str, Any] = {
@@ -84,7 +88,10 @@ def _check_section(
 def parse_params(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check `params.yaml[train]` and fill defaults; any mistake raises ConfigError naming the key
     and the allowed values. Runs before any data is read or any model is built."""
-    from tasks.teacher import ARCHS, resolve_weights  # torch: imported only when the stage runs
+    from edge_pipeline.teacher.models import (  # torch: imported only when the stage runs
+        ARCHS,
+        resolve_weights,
+    )
 
     choices = {"arch": sorted(ARCHS), "device": DEVICES}
     p = _check_section(cfg, DEFAULTS, section=STAGE, choices=choices)
@@ -112,7 +119,7 @@ def build_meta(model: Any, p: dict[str, Any], d: dict[str, Any], result: Any) ->
     """meta.json: what a later stage needs to rebuild, feed and describe the teacher."""
     import torch
 
-    from tasks.teacher import count_macs, count_params
+    from edge_pipeline.teacher.models import count_macs, count_params
 
     _, h, w, c = d["x_train"].shape
     return {
@@ -143,10 +150,16 @@ def build_meta(model: Any, p: dict[str, Any], d: dict[str, Any], result: Any) ->
 def main() -> None:
     import torch
 
-    from tasks import train_report
-    from tasks.teacher import build_teacher
-    from tasks.tracking import stage_run
-    from tasks.train_loop import Augment, deterministic, fit, predict_logits, resolve_device
+    from edge_pipeline.core.tracking import stage_run
+    from edge_pipeline.teacher import outputs as train_report
+    from edge_pipeline.teacher.fit import (
+        Augment,
+        deterministic,
+        fit,
+        predict_logits,
+        resolve_device,
+    )
+    from edge_pipeline.teacher.models import build_teacher
 
     p = parse_params(load_params(STAGE))
     paths = stage_paths(STAGE)

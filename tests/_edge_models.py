@@ -242,7 +242,7 @@ _ZOO: dict[str, Zoo] = {}
 def shared_zoo(tmp_path_factory) -> Zoo:
     """One zoo per test session (TFLite conversion costs ~15 s), fitted on the conftest digits."""
     if "zoo" not in _ZOO:
-        from conftest import write_prepared
+        from tests.conftest import write_prepared
 
         root = tmp_path_factory.mktemp("zoo")
         write_prepared(root)

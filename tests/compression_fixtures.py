@@ -23,14 +23,14 @@ def digits(n_classes: int = 3, per_class: int = 60) -> tuple[np.ndarray, np.ndar
 
 
 def tiny_student(n_classes: int = 3, *, size: int = 8, seed: int = 0) -> Any:
-    """A MobileNetV2-style student from tasks.student with two residual blocks (about 2k params).
+    """A MobileNetV2-style student from edge_pipeline.student.model with two residual blocks (about 2k params).
 
     BatchNorm momentum is lowered to 0.8 so a few dozen training steps give usable moving
     statistics (at Keras' 0.99 the inference-mode model would still be near its initialisation).
     """
     import tf_keras
 
-    from tasks.student import build_student
+    from edge_pipeline.student.model import build_student
 
     config = build_student((size, size, 1), n_classes, seed=seed, **TINY).get_config()
     for layer in config["layers"]:
@@ -41,7 +41,7 @@ def tiny_student(n_classes: int = 3, *, size: int = 8, seed: int = 0) -> Any:
 
 def trained_student(x: np.ndarray, y: np.ndarray, *, epochs: int = 8, seed: int = 0) -> Any:
     """`tiny_student` fitted with plain cross-entropy (kd with alpha=1) on uint8 images x."""
-    from tasks.kd import fit_distilled
+    from edge_pipeline.student.kd_training import fit_distilled
 
     n_classes = int(y.max()) + 1
     model = tiny_student(n_classes, size=x.shape[1], seed=seed)

@@ -17,24 +17,27 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 # torch and TensorFlow never share a process (importing triton after TensorFlow segfaults), so the
-# test files that import torch run in a pytest process of their own: `make test` runs
-# `EDGE_TEST_SIDE=torch pytest` and then `pytest` (everything else, TensorFlow included).
-TORCH_TESTS = {"test_teacher.py", "test_train.py"}
+# torch side of the tests (tests/teacher/, mirroring edge_pipeline/teacher/) runs in a pytest
+# process of its own: `make test` runs `EDGE_TEST_SIDE=torch pytest` and then `pytest`.
+TORCH_DIR = Path(__file__).resolve().parent / "teacher"
+
+
+def _is_torch(path: Path) -> bool:
+    return TORCH_DIR in Path(path).resolve().parents or Path(path).resolve() == TORCH_DIR
 
 
 def _side(config: pytest.Config) -> str:
     side = os.environ.get("EDGE_TEST_SIDE")
     if side:
         return side
-    named = [Path(str(a).split("::")[0]).name for a in config.args]
-    return "torch" if named and all(n in TORCH_TESTS for n in named) else "rest"
+    named = [Path(str(a).split("::")[0]) for a in config.args]
+    return "torch" if named and all(_is_torch(n) for n in named) else "rest"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
-    is_torch = collection_path.name in TORCH_TESTS
-    return is_torch != (_side(config) == "torch")
+    return _is_torch(collection_path) != (_side(config) == "torch")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

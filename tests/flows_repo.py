@@ -4,7 +4,7 @@ Each stage is `python stage.py <name>`: it reads params.yaml[<name>], concatenat
 outputs, and writes out/<name>.txt (cached), reports/<name>/report.md (cached) and
 metrics/<name>.json (cache: false, with its start/end times). Params make it misbehave on purpose:
 `fail_once: <marker path>` fails the first run only, `fail: <text>` always fails, `sleep: s` waits,
-`gate: <verdict>` is written to the metrics, `mlflow: true` logs an MLflow run via tasks.tracking.
+`gate: <verdict>` is written to the metrics, `mlflow: true` logs an MLflow run via edge_pipeline.core.tracking.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ if p.get("fail"):
     sys.exit(f"{name}: permanent failure: {p['fail']}")
 run = contextlib.nullcontext()
 if p.get("mlflow"):
-    from tasks.tracking import stage_run
+    from edge_pipeline.core.tracking import stage_run
     run = stage_run(name, {"value": p["value"]})
 with run as mlflow:
     print(f"{name}: started", flush=True)

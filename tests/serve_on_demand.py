@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 def main(workspace: str) -> None:
     from prefect import serve
 
+    from edge_pipeline.core.common import load_all_params
     from flows.config import load_orchestration
     from flows.deploy import build_deployments
     from flows.retrain import ensure_limit
-    from tasks.common import load_all_params
 
     os.chdir(REPO)  # the deployment's entrypoint flows/retrain.py is relative to the repository
     params = load_all_params(Path(workspace) / "params.yaml")

@@ -1,0 +1,1 @@
+"""The library behind the stages in tasks/: grouped by domain."""

@@ -1,0 +1,73 @@
+"""Every file handed from one stage to another: its stage and its name, stated once.
+
+A stage writes `data/<stage>/<name>` (DVC-cached), `reports/<stage>/`, `metrics/<stage>.json` and
+`plots/<stage>/`; the roots come from params.yaml `paths`, which dvc.yaml templates too.
+Readers and writers of these files import the names from here; docs/architecture.md shows the
+contracts (columns, dtypes, shapes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# ingest -> every later stage
+IMAGES = "images.npy"  # uint8 (N, H, W, C), row i = manifest row i
+MANIFEST = "manifest.csv"  # one row per kept image: id, path, sha256, size, mode, label, ...
+CLASSES = "classes.json"  # the K class names; index k in arrays means classes[k]
+ANNOTATIONS = "annotations.csv"  # id, annotator, label of the kept images
+QUARANTINE = "quarantine.csv"  # files not kept, with the reason
+REJECTED_ROWS = "rejected_rows.csv"  # annotation rows not kept, with the reason
+# demo -> ingest (inside the demo source folder)
+TRUTH = "truth.csv"  # image, label, flaw: known true labels (evaluation only)
+# agreement -> clean; clean -> split
+LABELS = "labels.csv"  # id, label (+ agreement/clean columns)
+RELABEL_QUEUE_JSON = "relabel_queue.json"  # Label Studio import
+RELABEL_QUEUE_CSV = "relabel_queue.csv"
+LABEL_ISSUES = "label_issues.csv"
+# split -> resample, train, distill, ...
+SPLIT = "split.csv"  # id, label, split
+# resample -> train, distill, prune, qat, export
+TRAIN_SET = "train.npz"  # x, y, synthetic, ids
+CLASS_WEIGHTS = "class_weights.json"
+# train -> distill, prune, qat, benchmark
+TEACHER_STATE = "teacher.pt"
+TEACHER_ONNX = "teacher.onnx"
+TEACHER_LOGITS = "logits_{split}.npy"  # float32 (N_split, K)
+# every model-producing stage -> benchmark
+MODELS = "models.json"  # name -> {file, runtime, dtype, ...}
+META = "meta.json"
+# distill -> prune, qat, export; prune -> qat
+STUDENT = "student.keras"
+STUDENT_PRUNED = "student_pruned.keras"
+# export
+ONNX_FP32 = "fp32.onnx"
+ONNX_INT8 = "int8.onnx"
+# benchmark -> register
+CHOSEN = "chosen.json"
+RESULTS = "results.json"
+# plots shared by several stages
+TEST_PREDICTIONS = "test_predictions.csv"
+HISTORY = "history.csv"
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """Where a stage writes. Roots come from `params.yaml[paths]`, which dvc.yaml also templates."""
+
+    data: Path  # artifacts for later stages (DVC-cached)
+    reports: Path  # human-readable reports (CSV, JSON, PNG)
+    metrics: Path  # one metrics JSON (DVC metrics)
+    plots: Path  # plot data for `dvc plots show`
+
+
+def stage_paths(stage: str, params_path: Path | None = None) -> StagePaths:
+    from edge_pipeline.config import load_section
+
+    roots = load_section("paths", params_path)
+    return StagePaths(
+        data=Path(roots.data) / stage,
+        reports=Path(roots.reports) / stage,
+        metrics=Path(roots.metrics) / f"{stage}.json",
+        plots=Path(roots.plots) / stage,
+    )

@@ -1,0 +1,231 @@
+"""Loaders for the data contracts of docs/architecture.md, for the stages after ingest.
+
+Shapes: N examples, K classes, images H x W x C uint8. Class names are strings in CSVs and
+integer indices 0..K-1 (the order of `data/ingest/classes.json`) in arrays.
+
+- `load_classes()`       -> list of K class names
+- `load_images()`        -> uint8 (N, H, W, C) memory map, row i = manifest row i
+- `load_manifest()`      -> the ingest manifest (one row per kept image)
+- `load_split(name)`     -> (x, y, ids) of the `train`/`val`/`test` split (train before resampling)
+- `load_train()`         -> (x, y, synthetic, ids) of the resampled train set
+- `load_class_weights()` -> float64 (K,) "balanced" weights of the (original) train labels
+- `load_fit_sets()`      -> classes, resampled train, val, test and class weights, checked
+- `read_teacher_logits(split)` -> float32 (N, K) teacher logits of `data/train/logits_<split>.npy`
+
+Every path comes from `edge_pipeline.core.common.stage_paths`, so `params.yaml[paths]` moves them all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edge_pipeline.artifacts.catalog import stage_paths
+
+SPLITS = ("train", "val", "test")
+
+
+def load_classes(*, params_path: Path | None = None) -> list[str]:
+    """The K class names of `data/ingest/classes.json`; index k in arrays means `classes[k]`."""
+    path = stage_paths("ingest", params_path).data / "classes.json"
+    classes = json.loads(path.read_text())
+    if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
+        raise ValueError(f"{path}: expected a non-empty JSON list of distinct class names")
+    return [str(c) for c in classes]
+
+
+def load_images(*, params_path: Path | None = None) -> np.ndarray:
+    """All kept images, uint8 (N, H, W, C), memory-mapped (read-only); row i = manifest row i."""
+    path = stage_paths("ingest", params_path).data / "images.npy"
+    images = np.load(path, mmap_mode="r")
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"{path}: expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    return images
+
+
+def load_manifest(*, params_path: Path | None = None) -> pd.DataFrame:
+    """The ingest manifest (`id,path,sha256,bytes,width,height,mode,label,true_label`), N rows.
+
+    `label` and `true_label` are strings ('' when unknown); row i describes `load_images()[i]`.
+    """
+    path = stage_paths("ingest", params_path).data / "manifest.csv"
+    manifest = pd.read_csv(path, dtype={"id": str, "label": str, "true_label": str})
+    for col in ("label", "true_label"):
+        manifest[col] = manifest[col].fillna("") if col in manifest else ""
+    if manifest["id"].duplicated().any():
+        dup = manifest.loc[manifest["id"].duplicated(), "id"].iloc[0]
+        raise ValueError(f"{path}: id {dup!r} appears twice; re-run ingest")
+    return manifest
+
+
+def encode_labels(labels: pd.Series, classes: list[str], *, source: str) -> np.ndarray:
+    """Map class names to int64 indices (N,); an unknown name fails naming `source` and its line.
+
+    `labels.index` holds the 0-based CSV data rows (as `pd.read_csv` gives them), so the line
+    named is index + 2 (the header is line 1).
+    """
+    index = {c: k for k, c in enumerate(classes)}
+    codes = labels.astype(str).map(index)
+    bad = codes.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{source} line {labels.index[row] + 2}: label {labels.iloc[row]!r} is not in "
+            f"classes.json {classes}; fix the label or re-run the stages that produce both files"
+        )
+    return codes.to_numpy(dtype=np.int64)
+
+
+def rows_of(ids: pd.Series, manifest: pd.DataFrame, *, source: str) -> np.ndarray:
+    """Row indices (N,) into `load_images()` of `ids`; an id missing from the manifest fails.
+
+    `ids.index` holds the 0-based CSV data rows, as in `encode_labels`.
+    """
+    position = pd.Series(np.arange(len(manifest)), index=manifest["id"].to_numpy())
+    rows = ids.map(position)
+    missing = rows.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise ValueError(
+            f"{source} line {ids.index[row] + 2}: id {ids.iloc[row]!r} is not in "
+            "data/ingest/manifest.csv; "
+            "re-run the pipeline from ingest (dvc repro)"
+        )
+    return rows.to_numpy(dtype=np.int64)
+
+
+def read_split_table(*, params_path: Path | None = None) -> tuple[pd.DataFrame, Path]:
+    """`data/split/split.csv` (`id,label,split`) and its path."""
+    path = stage_paths("split", params_path).data / "split.csv"
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return table, path
+
+
+def load_split(
+    name: str, *, params_path: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One split of `data/split/split.csv` with its pixels, in split.csv order.
+
+    Args:
+        name: `train` (before resampling), `val` or `test`.
+
+    Returns:
+        x: uint8 (N, H, W, C) images (a copy, not a memory map).
+        y: int64 (N,) class indices into `load_classes()`.
+        ids: str (N,) image ids (manifest `id`).
+    """
+    if name not in SPLITS:
+        raise ValueError(f"split {name!r} is not one of {list(SPLITS)}")
+    table, path = read_split_table(params_path=params_path)
+    table = table[table["split"] == name]  # keeps the CSV row numbers for error messages
+    classes = load_classes(params_path=params_path)
+    y = encode_labels(table["label"], classes, source=str(path))
+    rows = rows_of(table["id"], load_manifest(params_path=params_path), source=str(path))
+    x = np.asarray(load_images(params_path=params_path)[rows])
+    return x, y, table["id"].to_numpy(dtype=str)
+
+
+def load_train(
+    *, params_path: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The resampled train set of `data/resample/train.npz`.
+
+    Returns:
+        x: uint8 (N, H, W, C) images, original train rows first, then the added ones.
+        y: int64 (N,) class indices into `load_classes()`.
+        synthetic: bool (N,) True for rows added by the resampler (interpolated or duplicated).
+        ids: str (N,) image ids; '' for synthetic rows.
+    """
+    path = stage_paths("resample", params_path).data / "train.npz"
+    with np.load(path, allow_pickle=False) as z:
+        x, y, synthetic, ids = z["x"], z["y"], z["synthetic"], z["ids"]
+    if not len(x) == len(y) == len(synthetic) == len(ids):
+        raise ValueError(f"{path}: x, y, synthetic and ids differ in length; re-run resample")
+    return x, y.astype(np.int64), synthetic.astype(bool), ids.astype(str)
+
+
+def load_class_weights(*, params_path: Path | None = None) -> np.ndarray:
+    """float64 (K,) class weights of `data/resample/class_weights.json`, in `load_classes()` order.
+
+    sklearn's "balanced" weights n_train / (K_present * n_k) of the original train labels; a class
+    with no train example has weight 0. Use them as loss weights (torch `CrossEntropyLoss(weight=)`,
+    Keras `class_weight=dict(enumerate(w))`).
+    """
+    path = stage_paths("resample", params_path).data / "class_weights.json"
+    weights = json.loads(path.read_text())
+    classes = load_classes(params_path=params_path)
+    missing = [c for c in classes if c not in weights]
+    if missing:
+        raise ValueError(f"{path}: no weight for classes {missing}; re-run resample")
+    return np.array([float(weights[c]) for c in classes], dtype=np.float64)
+
+
+def load_fit_sets(*, check_shapes: bool = False, params_path: Path | None = None) -> dict[str, Any]:
+    """The class names and the three sets a training stage fits, selects and scores on.
+
+    Args:
+        check_shapes: also require val and test images of the train set's (H, W, C) and every
+            label below K (the train stage checks this; distill leaves it to the model).
+        params_path: the params.yaml whose `paths` locate the files (default: the repository's).
+
+    Returns:
+        {"classes": the K class names,
+         "x_train": uint8 (N, H, W, C) resampled train images, "y_train": int64 (N,),
+         "synthetic": bool (N,) True for rows the resampler added,
+         "x_val": uint8 (N_val, H, W, C), "y_val": int64 (N_val,),
+         "x_test": uint8 (N_test, H, W, C), "y_test": int64 (N_test,),
+         "class_weights": float64 (K,) of `load_class_weights()`}.
+
+    Raises:
+        ValueError: a set has no images (or, with `check_shapes`, other image dimensions than the
+            train set's, or a label >= K); the message names the set and the fix.
+    """
+    classes = load_classes(params_path=params_path)
+    x_train, y_train, synthetic, _ = load_train(params_path=params_path)
+    x_val, y_val, _ = load_split("val", params_path=params_path)
+    x_test, y_test, _ = load_split("test", params_path=params_path)
+    for name, x in (("data/resample/train.npz", x_train), ("val", x_val), ("test", x_test)):
+        if len(x) == 0:
+            raise ValueError(f"{name}: no images; check split.val_fraction / split.test_fraction")
+        if check_shapes and x.shape[1:] != x_train.shape[1:]:
+            raise ValueError(
+                f"{name}: images are {x.shape[1:]}, the train set's {x_train.shape[1:]}; "
+                "re-run the pipeline from ingest (dvc repro)"
+            )
+    k = len(classes)
+    if check_shapes and max(y_train.max(), y_val.max(), y_test.max()) >= k:
+        raise ValueError(
+            f"labels exceed the {k} classes of data/ingest/classes.json; re-run resample"
+        )
+    return {
+        "classes": classes, "x_train": x_train, "y_train": y_train, "synthetic": synthetic,
+        "x_val": x_val, "y_val": y_val, "x_test": x_test, "y_test": y_test,
+        "class_weights": load_class_weights(params_path=params_path),
+    }  # fmt: skip
+
+
+def read_teacher_logits(
+    split: str, *, n_rows: int, n_classes: int, params_path: Path | None = None
+) -> np.ndarray:
+    """float32 (N, K) teacher logits of `data/train/logits_<split>.npy`, checked against N and K.
+
+    Args:
+        split: `train` (row-aligned with `load_train()`) or `val` (with `load_split("val")`).
+        n_rows: N, the number of images the logits must be row-aligned with.
+        n_classes: K, the number of classes.
+
+    Raises:
+        ValueError: the array is not (N, K); the message names the file and the fix.
+    """
+    path = stage_paths("train", params_path).data / f"logits_{split}.npy"
+    logits = np.load(path).astype(np.float32)
+    if logits.shape != (n_rows, n_classes):
+        raise ValueError(
+            f"{path}: shape {logits.shape}, expected {(n_rows, n_classes)} (row-aligned with the "
+            f"{split} images); re-run the train stage (dvc repro train)"
+        )
+    return logits

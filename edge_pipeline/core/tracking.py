@@ -1,0 +1,114 @@
+"""MLflow tracking shared by the stages: one run per stage, nested under the flow's parent run.
+
+- Tracking store: `MLFLOW_TRACKING_URI` if set, else a local SQLite file `mlruns.db` with
+  artifacts in `mlartifacts/` at the repository root (both git-ignored, independent of DVC).
+- `PIPELINE_PARENT_RUN_ID` (set by flows/retrain.py) nests stage runs under the flow's run;
+  without it (plain `dvc repro`) each stage logs a standalone run.
+- A run that raises, or whose process gets SIGTERM, ends FAILED/KILLED, never stays RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "edge-pipeline")
+PARENT_ENV = "PIPELINE_PARENT_RUN_ID"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlruns.db'}"
+
+
+def configure() -> Any:
+    """Point mlflow at the store and experiment; returns the mlflow module (imported lazily)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        artifacts = os.environ.get("MLFLOW_ARTIFACT_ROOT") or (REPO_ROOT / "mlartifacts").as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become their string form (MLflow params are strings)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def deps_hash(stage: str, lock_path: Path = Path("dvc.lock")) -> str:
+    """Hash of the stage's deps and params as recorded in dvc.lock ('' when not locked yet).
+
+    DVC writes dvc.lock after the stage command ends, so this is the hash of the previous run's
+    inputs for the stage; together with the git commit it pins what the run saw.
+    """
+    import yaml
+
+    if not lock_path.exists():
+        return ""
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    entry = (lock.get("stages") or {}).get(stage)
+    if not entry:
+        return ""
+    blob = repr((entry.get("deps"), entry.get("params"))).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """Start the stage's MLflow run (nested under PIPELINE_PARENT_RUN_ID if set) and yield mlflow.
+
+    Logs the flattened params and the tags stage / git_commit / dvc_deps_hash. The run ends
+    FINISHED on success, FAILED on an exception and KILLED on SIGTERM.
+    """
+    mlflow = configure()
+    parent = os.environ.get(PARENT_ENV)
+    tags = {"stage": stage, "git_commit": git_commit(), "dvc_deps_hash": deps_hash(stage)}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = mlflow.start_run(run_name=stage, tags=tags)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        mlflow.end_run(status="KILLED")
+        raise SystemExit(128 + signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    try:
+        if params:
+            mlflow.log_params(flatten(params, f"{stage}."))
+        yield mlflow
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        del run

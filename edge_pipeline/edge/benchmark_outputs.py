@@ -1,0 +1,281 @@
+"""Reports of the benchmark stage: the Markdown table read first, the CSV, DVC metrics and plots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edge_pipeline.artifacts.catalog import StagePaths
+from edge_pipeline.core.io import atomic_path
+from edge_pipeline.edge.benchmark_plots import write_plots
+
+TARGETS = {
+    "speedup_vs_teacher": 4.0,
+    "size_reduction_vs_teacher": 10.0,
+    "max_accuracy_drop_vs_teacher_pts": 1.0,
+    "int8_vs_fp32_speedup": 2.5,
+    "max_p50_spread_pct": 10.0,
+}
+
+
+def threads_of(out: dict[str, Any]) -> list[str]:
+    return list(out["models"][0]["latency_ms"]) if out["models"] else []
+
+
+def table(out: dict[str, Any]) -> pd.DataFrame:
+    """One row per model: the figures a person compares (also benchmark.csv)."""
+    rows = []
+    for r in out["models"]:
+        row = {
+            "model": r["id"],
+            "runtime": r["runtime"],
+            "dtype": r["dtype"],
+            "size_mb": r["size_mb"],
+            "zipped_mb": r["zipped_mb"],
+            "params": r["params"],
+            "macs": r["macs"],
+            "accuracy": r["accuracy"],
+            "macro_f1": r["macro_f1"],
+        }
+        for t, lat in r["latency_ms"].items():
+            row |= {f"p{q}_ms_{t}t": lat[f"p{q}"] for q in (50, 90, 95, 99)}
+            row |= {
+                f"p50_spread_pct_{t}t": lat["p50_spread_pct"],
+                f"throughput_ips_{t}t": r["throughput_ips"][t],
+            }
+        row |= {
+            "peak_rss_mb": r["peak_rss_mb"],
+            "model_rss_mb": r["model_rss_mb"],
+            "gmacs_per_s_1t": r["gmacs_per_s"],
+            "peak_fraction": r["peak_fraction"],
+            "speedup_vs_baseline": r["vs_baseline"]["speedup"],
+            "size_reduction_vs_baseline": r["vs_baseline"]["size_reduction"],
+            "accuracy_change_pts": r["vs_baseline"]["accuracy_change_pts"],
+            "fp32_source": (r["vs_fp32"] or {}).get("fp32", ""),
+            "speedup_vs_fp32": (r["vs_fp32"] or {}).get("speedup", np.nan),
+            "int8_slower": bool((r["vs_fp32"] or {}).get("int8_slower", False)),
+            "passed": r["verdict"]["passed"],
+            "failures": "; ".join(r["verdict"]["failures"]),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def flags(out: dict[str, Any]) -> list[str]:
+    """Warnings a person must see: INT8 slower than its FP32 source, unrepeatable latencies."""
+    lines = []
+    for r in out["models"]:
+        if r["vs_fp32"] and r["vs_fp32"]["int8_slower"]:
+            lines.append(
+                f"INT8 SLOWER: {r['id']} is {1 / r['vs_fp32']['speedup']:.2f}x slower than "
+                f"its FP32 source {r['vs_fp32']['fp32']} at 1 thread (expected on CPUs without "
+                "int8 dot-product instructions: `python -m benchmarks int8` measures this CPU)"
+            )
+        for t, lat in r["latency_ms"].items():
+            if lat["p50_spread_pct"] > TARGETS["max_p50_spread_pct"]:
+                lines.append(
+                    f"NOISY: {r['id']} p50 spread {lat['p50_spread_pct']:.1f}% across "
+                    f"repetitions at {t} thread(s) (target < 10%; is the machine idle?)"
+                )
+    return lines
+
+
+def chosen_record(out: dict[str, Any]) -> dict[str, Any]:
+    """data/benchmark/chosen.json: the edge model to ship and the best passing model per runtime."""
+    by_id = {r["id"]: r for r in out["models"]}
+    keep = (
+        "id",
+        "name",
+        "stage",
+        "path",
+        "runtime",
+        "layout",
+        "dtype",
+        "source",
+        "params",
+        "macs",
+        "accuracy",
+        "macro_f1",
+        "size_mb",
+        "zipped_mb",
+        "latency_ms",
+        "verdict",
+        "vs_baseline",
+    )
+
+    def pick(i: str) -> dict[str, Any]:
+        return {k: by_id[i][k] for k in keep}
+
+    return {
+        "chosen": out["chosen"],
+        "rule": f"passes every gate; best by {out['choose_by']}",
+        "gates": out["gates"],
+        "reference": out["reference"],
+        "input_shape": out["input_shape"],
+        "classes": out["classes"],
+        "model": pick(out["chosen"]) if out["chosen"] else None,
+        "per_runtime": {rt: pick(i) for rt, i in out["per_runtime"].items()},
+    }
+
+
+def metrics_of(out: dict[str, Any]) -> dict[str, Any]:
+    """metrics/benchmark.json: key figures per model, the chosen model and its ratios."""
+    models = {}
+    for r in out["models"]:
+        m = {
+            "accuracy": r["accuracy"],
+            "macro_f1": r["macro_f1"],
+            "size_mb": r["size_mb"],
+            "zipped_mb": r["zipped_mb"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "gmacs_per_s_1t": r["gmacs_per_s"],
+            "passed": r["verdict"]["passed"],
+            "speedup_vs_baseline": r["vs_baseline"]["speedup"],
+            "size_reduction_vs_baseline": r["vs_baseline"]["size_reduction"],
+            "accuracy_change_pts": r["vs_baseline"]["accuracy_change_pts"],
+        }
+        for t, lat in r["latency_ms"].items():
+            m |= {
+                f"p50_ms_{t}t": lat["p50"],
+                f"p95_ms_{t}t": lat["p95"],
+                f"p99_ms_{t}t": lat["p99"],
+                f"p50_spread_pct_{t}t": lat["p50_spread_pct"],
+            }
+        if r["vs_fp32"]:
+            m |= {
+                "speedup_vs_fp32": r["vs_fp32"]["speedup"],
+                "int8_slower": r["vs_fp32"]["int8_slower"],
+            }
+        models[r["id"]] = m
+    chosen = models.get(out["chosen"] or "", {})
+    metrics: dict[str, Any] = {
+        "chosen": out["chosen"] or "none",
+        "n_models": len(models),
+        "n_passed": sum(m["passed"] for m in models.values()),
+        "machine": {k: v for k, v in out["machine"].items() if isinstance(v, float)},
+        "chosen_vs_baseline": {
+            k: chosen[k]
+            for k in ("speedup_vs_baseline", "size_reduction_vs_baseline", "accuracy_change_pts")
+            if k in chosen
+        },
+        "models": models,
+    }
+    if out["serving"]:
+        top = [
+            row
+            for row in out["serving"]["rows"]
+            if row["rate_rps"] == max(row["rate_rps"] for row in out["serving"]["rows"])
+        ]
+        metrics["serving_at_max_rate"] = {
+            f"{row['policy']}_{k}": row[k]
+            for row in top
+            for k in ("throughput_rps", "latency_ms_p95")
+        }
+    return metrics
+
+
+def numeric(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flatten to {'a.b': number} for MLflow (booleans become 0/1, strings are dropped)."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= numeric(v, f"{key}.")
+        elif isinstance(v, (bool, int, float, np.number)) and np.isfinite(float(v)):
+            out[key] = float(v)
+    return out
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The Markdown report: the table, the verdicts, the flags and the serving comparison."""
+    threads = threads_of(out)
+    head = [
+        "model",
+        "runtime/dtype",
+        "size MB (zip)",
+        "accuracy",
+        "macro-F1",
+        *(f"p50/p95/p99 ms @{t}t" for t in threads),
+        "speed-up",
+        "size ÷",
+        "Δacc pts",
+        "verdict",
+    ]
+    lines = [
+        "# Edge benchmark",
+        "",
+        f"Baseline for ratios: `{out['baseline']}` (1 thread, batch 1). Accuracy gate reference: "
+        f"`{out['reference']}`. Gates: {out['gates']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in out["models"]:
+        lat = [
+            f"{r['latency_ms'][t]['p50']:.3f} / {r['latency_ms'][t]['p95']:.3f} / "
+            f"{r['latency_ms'][t]['p99']:.3f}"
+            for t in threads
+        ]
+        v = r["verdict"]
+        cells = [
+            f"`{r['id']}`" + (" **(chosen)**" if r["id"] == out["chosen"] else ""),
+            f"{r['runtime']}/{r['dtype']}",
+            f"{r['size_mb']:.3f} ({r['zipped_mb']:.3f})",
+            f"{r['accuracy']:.2%}",
+            f"{r['macro_f1']:.4f}",
+            *lat,
+            f"{r['vs_baseline']['speedup']:.2f}x",
+            f"{r['vs_baseline']['size_reduction']:.1f}x",
+            f"{r['vs_baseline']['accuracy_change_pts']:+.2f}",
+            ("pass" if v["passed"] else "FAIL: " + "; ".join(v["failures"]))
+            + ("" if r["id"] in out["candidates"] else " (not a candidate)"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    m = out["machine"]
+    lines += [
+        "",
+        f"Chosen edge model: **{out['chosen'] or 'none: no candidate passes every gate'}** "
+        f"(passes every gate, best by {out['choose_by']}).",
+        "",
+        f"Machine peak, 1 thread: float32 {m['float32_gmacs_1t']:.1f} GMAC/s "
+        f"({m['float32_source']}),"
+        f" int8 {m['int8_gmacs_1t']:.1f} GMAC/s ({m['int8_source']}). Achieved at batch 1:",
+    ]
+    lines += [
+        f"- `{r['id']}`: {r['gmacs_per_s']:.3f} GMAC/s = {r['peak_fraction']:.1%} of peak"
+        for r in out["models"]
+    ]
+    lines += ["", "## Flags", "", *(f"- {f}" for f in flags(out) or ["none"])]
+    if out["serving"]:
+        s = out["serving"]
+        lines += [
+            "",
+            f"## Serving `{s['model']}`: dynamic batching (max_batch {s['max_batch']}, "
+            f"max_wait {s['max_wait_ms']} ms) vs batch 1",
+            "",
+            "Virtual-time simulation of a Poisson stream over measured batch latencies "
+            "(1 thread); latency = arrival to result.",
+            "",
+            "| rate req/s | policy | offered load | throughput req/s | p50 ms | p95 ms | p99 ms |"
+            " mean batch |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {w['rate_rps']:g} | {w['policy']} | {w['offered_load']:.2f} | "
+            f"{w['throughput_rps']:.0f} | {w['latency_ms_p50']:.3f} | {w['latency_ms_p95']:.3f} "
+            f"| {w['latency_ms_p99']:.3f} | {w['mean_batch']:.1f} |"
+            for w in s["rows"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out: dict[str, Any], paths: StagePaths) -> None:
+    """reports/benchmark/{benchmark.md,benchmark.csv} and plots/benchmark/."""
+    df = table(out)
+    with atomic_path(paths.reports) as d:
+        d.mkdir()
+        df.to_csv(d / "benchmark.csv", index=False)
+        (d / "benchmark.md").write_text(markdown(out))
+    write_plots(out, df, paths.plots)

@@ -1,0 +1,169 @@
+"""Outputs of the clean stage: labels for later stages, the issue report, the evaluation against
+known true labels, metrics and plots.
+
+Kept apart from tasks/clean.py so the stage module stays the algorithm. Every output is written
+atomically (directories built in a temporary sibling, then renamed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.core.io import atomic_path, write_csv, write_json
+from edge_pipeline.core.plots import write_bar_png
+
+STAGE = "clean"
+LABEL_COLUMNS = ["id", "label", "given_label", "is_issue", "action", "label_quality"]
+ACTIONS = ["kept", "flagged", "dropped", "relabeled"]
+
+
+def score_issues(
+    is_issue: np.ndarray, given: np.ndarray, true: np.ndarray, suggested: np.ndarray
+) -> dict[str, float | int]:
+    """Precision, recall and F1 of the flagged issues against the real errors (given != true).
+
+    Args: bool (N,) issues; (N,) given, true and suggested labels (names or indices).
+    """
+    errors = given != true
+    p, r, f1, _ = precision_recall_fscore_support(
+        errors, is_issue, average="binary", zero_division=0
+    )
+    found = is_issue & errors
+    return {
+        "n_evaluated": len(given),
+        "n_label_errors": int(errors.sum()),
+        "noise_rate": round(float(errors.mean()), 4),
+        "precision": round(float(p), 4),
+        "recall": round(float(r), 4),
+        "f1": round(float(f1), 4),
+        # Of the real errors found, how often the suggested label is the true one.
+        "suggested_label_accuracy": round(float(accuracy_score(true[found], suggested[found])), 4)
+        if found.any()
+        else None,
+    }
+
+
+def evaluate(result: pd.DataFrame, classes: list[str]) -> dict[str, Any] | None:
+    """`score_issues` over the rows with a known `true_label`, plus label accuracy before and
+    after the policy (kept rows); None when no true label is known (user data)."""
+    known = result[result["true_label"].isin(classes)]
+    if known.empty:
+        return None
+    score = score_issues(
+        known["is_issue"].to_numpy(), known["given_label"].to_numpy(),
+        known["true_label"].to_numpy(), known["suggested_label"].to_numpy(),
+    )  # fmt: skip
+    kept = known[known["action"] != "dropped"]
+    before = accuracy_score(known["true_label"], known["given_label"])
+    score["label_accuracy_before"] = round(float(before), 4)
+    score["label_accuracy_after"] = round(
+        float(accuracy_score(kept["true_label"], kept["label"])), 4
+    )
+    return score
+
+
+def per_class_counts(result: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """K rows (by given label): examples, issues and the count of each policy action."""
+    table = pd.crosstab(result["given_label"], result["action"])
+    table = table.reindex(index=classes, columns=ACTIONS, fill_value=0)
+    issues = result.groupby("given_label")["is_issue"].sum()
+    table.insert(0, "issues", issues.reindex(classes, fill_value=0))
+    table.insert(0, "examples", table[ACTIONS].sum(axis=1))
+    table.index.name, table.columns.name = "class", None
+    return table.astype(int)
+
+
+def report_markdown(
+    result: pd.DataFrame, table: pd.DataFrame, metrics: dict[str, Any], notes: list[str]
+) -> str:
+    """A short human summary: settings, counts, the score when known, the worst issues."""
+    lines = [
+        "# Label issues (clean stage)",
+        "",
+        f"- {metrics['n_issues']} of {metrics['n_examples']} labels look wrong "
+        f"(cleanlab `{metrics['filter_by']}` on out-of-fold probabilities of `{metrics['model']}`, "
+        f"{metrics['folds_used']} folds, out-of-fold accuracy {metrics['oof_accuracy']:.3f}).",
+        f"- Policy `{metrics['policy']}`: "
+        + ", ".join(f"{metrics['actions'][a]} {a}" for a in ACTIONS)
+        + f"; {metrics['capped']} issues left as flagged by the per-class guards.",
+    ]
+    if "f1" in metrics:
+        lines.append(
+            f"- Against the known true labels ({metrics['n_label_errors']} real errors in "
+            f"{metrics['n_evaluated']}): precision {metrics['precision']:.3f}, recall "
+            f"{metrics['recall']:.3f}, F1 {metrics['f1']:.3f}; label accuracy "
+            f"{metrics['label_accuracy_before']:.3f} before, {metrics['label_accuracy_after']:.3f} "
+            "after the policy (kept rows)."
+        )
+    lines += [f"- Warning: {n}" for n in notes]
+    lines += ["", "## Per class (given label)", "", _md(table)]
+    issues = result[result["is_issue"]].sort_values("label_quality").head(20).copy()
+    issues["label_quality"] = issues["label_quality"].map("{:.4f}".format)
+    cols = ["id", "given_label", "suggested_label", "label_quality", "action"]
+    lines += ["", "## Most suspicious labels (full list: label_issues.csv)", "", _md(issues[cols])]
+    return "\n".join(lines) + "\n"
+
+
+def _md(frame: pd.DataFrame) -> str:
+    """A GitHub-markdown table without the optional `tabulate` dependency."""
+    frame = frame.reset_index() if frame.index.name else frame
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(map(str, r)) + " |" for r in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def write_outputs(
+    result: pd.DataFrame,
+    classes: list[str],
+    *,
+    settings: dict[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Write data/clean, reports/clean, metrics/clean.json and plots/clean; return the metrics.
+
+    Args:
+        result: one row per example with LABEL_COLUMNS plus `suggested_label` and `true_label`
+            ('' when unknown), labels as class names.
+    """
+    paths = stage_paths(STAGE)
+    score = evaluate(result, classes)
+    table = per_class_counts(result, classes)
+    actions = result["action"].value_counts().reindex(ACTIONS, fill_value=0)
+    metrics: dict[str, Any] = {
+        "n_examples": len(result),
+        "n_issues": int(result["is_issue"].sum()),
+        "issue_rate": round(float(result["is_issue"].mean()), 4) if len(result) else 0.0,
+        **settings,
+        "actions": {a: int(n) for a, n in actions.items()},
+        "capped": int(actions["flagged"]) if settings["policy"] != "flag" else 0,
+        **(score or {}),
+        "per_class": table.to_dict(orient="index"),
+        "warnings": notes,
+    }
+    with atomic_path(paths.data) as out:
+        out.mkdir()
+        result[LABEL_COLUMNS].to_csv(out / "labels.csv", index=False)
+    with atomic_path(paths.reports) as out:
+        out.mkdir()
+        issues = result[result["is_issue"]].sort_values("label_quality", kind="stable")
+        cols = ["id", "given_label", "suggested_label", "label_quality", "action", "true_label"]
+        issues[cols].to_csv(out / "label_issues.csv", index=False)
+        (out / "report.md").write_text(report_markdown(result, table, metrics, notes))
+    with atomic_path(paths.plots) as out:
+        out.mkdir()
+        write_csv(table, out / "issues_per_class.csv")
+        acted = {"drop": ["dropped"], "relabel": ["relabeled"]}.get(settings["policy"], [])
+        write_bar_png(
+            table[["issues", *acted]],
+            out / "issues_per_class.png",
+            title=f"Label issues per class (policy {settings['policy']})",
+            xlabel="examples",
+        )
+    write_json(paths.metrics, metrics)
+    return metrics

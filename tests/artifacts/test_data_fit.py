@@ -1,0 +1,52 @@
+"""edge_pipeline/artifacts/datasets.py: the shared loaders of the train and distill stages (fit sets, teacher logits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_pipeline.artifacts import datasets as data
+
+
+def test_load_fit_sets_returns_every_set_and_checks_them(prepared_workspace) -> None:
+    prepared_workspace(n_classes=3, per_class=10)
+    d = data.load_fit_sets(check_shapes=True)
+
+    x_train, y_train, synthetic, _ = data.load_train()
+    np.testing.assert_array_equal(d["x_train"], x_train)
+    assert d["y_train"].tolist() == y_train.tolist()
+    assert d["synthetic"].tolist() == synthetic.tolist()
+    for name in ("val", "test"):
+        x, y, _ = data.load_split(name)
+        np.testing.assert_array_equal(d[f"x_{name}"], x)
+        assert d[f"y_{name}"].tolist() == y.tolist()
+    assert d["classes"] == ["0", "1", "2"]
+    np.testing.assert_allclose(d["class_weights"], data.load_class_weights())
+
+    npz = dict(np.load("data/resample/train.npz"))
+    np.savez("data/resample/train.npz", **(npz | {"y": np.full_like(npz["y"], 3)}))
+    data.load_fit_sets()  # labels >= K are only rejected with check_shapes
+    with pytest.raises(ValueError, match="labels exceed the 3 classes"):
+        data.load_fit_sets(check_shapes=True)
+
+    np.savez("data/resample/train.npz", **(npz | {"x": npz["x"][:, :8]}))
+    data.load_fit_sets()
+    with pytest.raises(ValueError, match=r"val: images are \(16, 16, 1\), the train set's"):
+        data.load_fit_sets(check_shapes=True)
+
+    empty = {k: v[:0] for k, v in npz.items()}
+    np.savez("data/resample/train.npz", **empty)
+    with pytest.raises(ValueError, match=r"train\.npz: no images"):
+        data.load_fit_sets()
+
+
+def test_read_teacher_logits_checks_shape(prepared_workspace) -> None:
+    prepared_workspace(n_classes=2, per_class=10)
+    Path("data/train").mkdir(parents=True)
+    np.save("data/train/logits_val.npy", np.ones((4, 2), dtype=np.float64))
+    logits = data.read_teacher_logits("val", n_rows=4, n_classes=2)
+    assert logits.dtype == np.float32 and logits.shape == (4, 2)
+    with pytest.raises(ValueError, match=r"logits_val\.npy: shape \(4, 2\), expected \(5, 2\)"):
+        data.read_teacher_logits("val", n_rows=5, n_classes=2)

@@ -1,0 +1,301 @@
+"""The retrain flow end to end on a tiny diamond pipeline (tests/flows_repo.py), on a temporary
+Prefect server (prefect_test_harness) and a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from tests.flows_repo import dvc, make_repo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+        mp.setenv("DVC_NO_ANALYTICS", "1")
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow-flows")
+
+
+@pytest.fixture
+def tiny(
+    prefect_server: None, mlflow_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """Factory: a fresh tiny repo in tmp_path; one MLflow store for the module (created once)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_store / 'mlruns.db'}")
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (mlflow_store / "artifacts").as_uri())
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+
+    def make(**params: dict[str, Any]) -> Path:
+        return make_repo(tmp_path / "repo", params)
+
+    return make
+
+
+def retrain(root: Path, **kwargs: Any) -> Any:
+    from flows.retrain import retrain as flow
+
+    return flow(workspace=str(root), **kwargs)
+
+
+def run_git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def metrics(root: Path, stage: str) -> dict[str, Any]:
+    return json.loads((root / "metrics" / f"{stage}.json").read_text())
+
+
+def mlflow_runs(filter_string: str) -> list[Any]:
+    from edge_pipeline.core.tracking import configure
+
+    mlflow = configure()
+    exp = mlflow.get_experiment_by_name("edge-pipeline")
+    return mlflow.MlflowClient().search_runs([exp.experiment_id], filter_string=filter_string)
+
+
+def test_diamond_runs_in_dvc_order_concurrently_and_noop_rerun_starts_nothing(tiny):
+    root = tiny(b={"sleep": 1.5}, c={"sleep": 1.5})
+    out = retrain(root)
+
+    assert [s["stage"] for s in out["stages"]] == ["a", "b", "c", "d"]
+    assert {s["status"] for s in out["stages"]} == {"ran"}
+    assert {s["worker"].rsplit("/", 1)[1] for s in out["stages"]} == {str(os.getpid())}
+    assert (root / "out" / "d.txt").read_text() == "a=1;b=2;a=1;c=3;d=4;"
+    b, c = metrics(root, "b"), metrics(root, "c")
+    assert metrics(root, "a")["end"] <= min(b["start"], c["start"])
+    assert max(b["start"], c["start"]) < min(b["end"], c["end"]), "b and c did not overlap"
+    assert max(b["end"], c["end"]) <= metrics(root, "d")["start"]
+    assert "Data and pipelines are up to date" in dvc(root, "status")
+
+    before = {p: p.stat().st_mtime_ns for p in (root / "out").iterdir()}
+    again = retrain(root)
+    assert {s["status"] for s in again["stages"]} == {"up to date"}
+    assert again["stage_busy_s"] == 0.0
+    assert {p: p.stat().st_mtime_ns for p in (root / "out").iterdir()} == before
+
+
+def test_transient_failure_is_retried_and_the_run_completes(tiny, tmp_path):
+    marker = tmp_path / "c-failed-once"
+    root = tiny(
+        c={"fail_once": str(marker)},
+        orchestration={"stages": {"c": {"retries": 2, "retry_delay_seconds": 0}}},
+    )
+    out = retrain(root)
+    assert marker.exists()
+    c = next(s for s in out["stages"] if s["stage"] == "c")
+    assert c["attempts"] == 2 and c["status"] == "ran"
+    assert (root / "out" / "d.txt").exists()
+
+
+def test_permanent_failure_fails_the_run_naming_the_stage(tiny):
+    root = tiny(b={"fail": "boom"}, a={"mlflow": True})
+    state = retrain(root, return_state=True)
+
+    assert state.is_failed()
+    assert "stage 'b' failed (exit code" in state.message
+    assert "b: permanent failure: boom" in state.message  # the tail of the stage's output
+    assert not (root / "out" / "d.txt").exists()
+    assert (root / "out" / "c.txt").exists()  # the independent branch finished
+    [parent] = mlflow_runs(f"tags.prefect_flow_run_id = '{state.state_details.flow_run_id}'")
+    assert parent.info.status == "FAILED"
+    [child] = mlflow_runs(f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert child.info.run_name == "a" and child.info.status == "FINISHED"
+
+
+def test_stage_timeout_kills_the_stage_and_fails_the_run(tiny):
+    root = tiny(b={"sleep": 60}, orchestration={"stages": {"b": {"timeout_seconds": 2}}})
+    start = time.monotonic()
+    state = retrain(root, return_state=True)
+    assert state.is_failed() and "stage 'b' timed out after 2 s" in state.message
+    assert time.monotonic() - start < 45
+
+
+def test_unknown_override_key_is_rejected_before_anything_runs(tiny):
+    from edge_pipeline.core.errors import ConfigError
+
+    root = tiny()
+    with pytest.raises(ConfigError, match=r"'b\.valeu' \(did you mean b\.value, "):
+        retrain(root, overrides={"b.valeu": 7})
+    assert not (root / "out").exists() and not (root / "dvc.lock").exists()
+
+
+def test_overrides_are_recorded_as_a_dvc_experiment_and_committed_params_stay(tiny):
+    root = tiny()
+    retrain(root)
+    params_before = (root / "params.yaml").read_bytes()
+    lock_before = (root / "dvc.lock").read_bytes()
+
+    out = retrain(root, overrides={"b.value": 20})
+
+    name = out["experiment"]
+    assert name and name in dvc(root, "exp", "list", "--name-only").split()
+    baseline = json.loads(dvc(root, "exp", "show", "--json"))[1]
+    [exp] = [e for e in baseline["experiments"] if e["name"] == name]
+    exp_data = exp["revs"][0]["data"]
+    assert exp_data["params"]["params.yaml"]["data"]["b"]["value"] == 20
+    assert exp_data["metrics"]["metrics/d.json"]["data"]["value"] == 4
+    statuses = {s["stage"]: s["status"] for s in out["stages"]}
+    assert statuses == {"a": "up to date", "b": "ran", "c": "up to date", "d": "ran"}
+    # the workspace is back on the committed params, outputs included
+    assert (root / "params.yaml").read_bytes() == params_before
+    assert (root / "dvc.lock").read_bytes() == lock_before
+    assert (root / "out" / "d.txt").read_text() == "a=1;b=2;a=1;c=3;d=4;"
+    assert metrics(root, "b")["value"] == 2
+    assert "Data and pipelines are up to date" in dvc(root, "status")
+
+    [parent] = mlflow_runs(f"attributes.run_id = '{out['mlflow_run_id']}'")
+    tags = parent.data.tags
+    assert parent.info.status == "FINISHED" and tags["dvc_experiment"] == name
+    assert len(tags["git_commit"]) == 40 and tags["prefect_flow_run_id"]
+    assert f"dvc exp apply {name}" in tags["mlflow.note.content"]
+    assert parent.data.params["override.b.value"] == "20"
+
+
+def _resume_when_paused(decision: str, found: list[str]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    deadline = time.monotonic() + 90
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(flow_run_filter=paused)
+            if runs:
+                found.append(str(runs[0].id))
+                # What the UI's Resume form sends: the run input of the ApprovalInput model.
+                resume_flow_run(runs[0].id, run_input={"decision": decision, "comment": "ok by QA"})
+                return
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_approval_gate_pauses_and_resumes_with_the_decision(tiny, decision):
+    root = tiny(b={"policy": "approval", "gate": "needs_approval"})
+    found: list[str] = []
+    resumer = threading.Thread(target=_resume_when_paused, args=(decision, found))
+    resumer.start()
+    state = retrain(root, return_state=True)
+    resumer.join()
+
+    assert found, "the flow run never paused"
+    if decision == "approve":
+        assert state.is_completed()
+        assert (root / "out" / "d.txt").exists()
+    else:
+        assert state.is_failed() and "stage 'b' gate rejected: ok by QA" in state.message
+        assert not (root / "out" / "d.txt").exists()
+
+
+def test_passed_gate_does_not_pause(tiny):
+    root = tiny(b={"policy": "approval", "gate": "pass"})
+    assert retrain(root)["stages"][-1]["status"] == "ran"
+
+
+def test_sigterm_kills_stage_processes_and_ends_mlflow_runs_killed(tiny):
+    from prefect.exceptions import TerminationSignal
+
+    root = tiny(b={"sleep": 120, "mlflow": True})
+    commit = run_git(root, "rev-parse", "HEAD")
+    got_term: list[int] = []
+
+    def terminate_once_b_tracks() -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if mlflow_runs("attributes.run_name = 'b' and attributes.status = 'RUNNING'"):
+                os.kill(os.getpid(), signal.SIGTERM)  # what `prefect` cancellation / systemd send
+                return
+            time.sleep(0.5)
+
+    # Prefect turns SIGTERM into TerminationSignal in the flow, then re-sends it to the previous
+    # handler: a harmless one here, so pytest survives.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got_term.append(signum))
+    killer = threading.Thread(target=terminate_once_b_tracks)
+    start = time.monotonic()
+    try:
+        killer.start()
+        with pytest.raises(TerminationSignal):
+            retrain(root)
+    finally:
+        killer.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - start < 90  # b's 120 s sleep did not run out
+    [parent] = mlflow_runs(f"tags.git_commit = '{commit}'")
+    assert parent.info.status == "KILLED"
+    [child] = mlflow_runs(f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert child.info.run_name == "b" and child.info.status == "KILLED"
+    alive = [p for p in psutil.process_iter(["cmdline"]) if "stage.py" in (p.info["cmdline"] or [])]
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_dask_task_runner_runs_the_stages_on_a_local_cluster(tiny):
+    from prefect_dask import DaskTaskRunner
+
+    from flows.config import load_orchestration
+    from flows.retrain import build_flow
+
+    root = tiny(orchestration={"task_runner": "dask"})
+    cfg = load_orchestration(yaml.safe_load((root / "params.yaml").read_text()))
+    flow = build_flow(cfg)
+    assert isinstance(flow.task_runner, DaskTaskRunner)
+    assert flow.task_runner.cluster_kwargs == {"n_workers": 2, "threads_per_worker": 1}
+
+    out = flow(workspace=str(root))
+    assert [s["status"] for s in out["stages"]] == ["ran"] * 4
+    # every task ran in a Dask worker process, none in this (the flow's) process
+    assert all(int(s["worker"].rsplit("/", 1)[1]) != os.getpid() for s in out["stages"])
+    assert (root / "out" / "d.txt").read_text() == "a=1;b=2;a=1;c=3;d=4;"
+
+
+def test_concurrent_runs_take_turns_on_the_workspace(tiny):
+    """Two runs at once (e.g. nightly + on-demand): the global limit makes the second one wait."""
+    root = tiny(b={"sleep": 1})
+    outs: dict[int, dict[str, Any]] = {}
+
+    def start(value: int) -> None:
+        outs[value] = retrain(root, overrides={"b.value": value})
+
+    threads = [threading.Thread(target=start, args=(v,)) for v in (21, 22)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    first, second = sorted(outs.values(), key=lambda o: o["waited_for_workspace_s"])
+    assert second["waited_for_workspace_s"] > 1.0
+    baseline = json.loads(dvc(root, "exp", "show", "--json"))[1]
+    values = {
+        e["name"]: e["revs"][0]["data"]["params"]["params.yaml"]["data"]["b"]["value"]
+        for e in baseline["experiments"]
+    }
+    assert values == {outs[21]["experiment"]: 21, outs[22]["experiment"]: 22}
+    assert yaml.safe_load((root / "params.yaml").read_text())["b"]["value"] == 2

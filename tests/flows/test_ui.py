@@ -1,0 +1,221 @@
+"""The Prefect UI for real: trigger `on-demand` from its Custom run form in headless Chromium.
+
+A real Prefect server (SQLite, 127.0.0.1, a free port, its own PREFECT_HOME) started by
+flows/deploy.py's `start_server`, the `on-demand` deployment served by a subprocess as `make serve`
+does (tests/serve_on_demand.py) over the tiny diamond pipeline of tests/flows_repo.py, and Debian's
+`chromium` driven by Playwright (`make browser` installs it). The test fills the Run form with one
+override, submits it, and checks that the run completed with the override applied: in the flow
+run's parameters and in the DVC experiment the run recorded.
+
+Prefect 3.9 opens its new (V2) UI at `/`, whose Run form cannot edit an optional dict parameter
+(`overrides: dict | None` has no JSON input there); the classic UI (`/deployments`, or "Switch to
+V1 UI" in the sidebar) can: the menu next to `overrides` > "Use JSON input". The test uses that.
+On failure a screenshot is saved as ui-failure.png in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from flows.deploy import start_server
+from tests.flows_repo import dvc, make_repo
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+INSTALL_HINT = "run `make browser` (apt-get install -y --no-install-recommends chromium)"
+OVERRIDE = {"b.value": 20}  # the tiny pipeline's stage b; the committed value is 2
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+PARAMETERS = {"overrides", "source", "approval", "workspace"}  # the retrain flow's
+
+
+@dataclass
+class Served:
+    ui: str
+    api: str
+    workspace: Path
+    serve_log: Path
+    server_log: Path
+
+    def logs(self) -> str:
+        tail = []
+        for path in (self.serve_log, self.server_log):
+            text = path.read_text(errors="replace") if path.exists() else ""
+            tail.append(f"--- last output of {path} ---\n" + "\n".join(text.splitlines()[-40:]))
+        return "\n".join(tail)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium; a missing browser fails the test (it must not pass by skipping)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail(f"chromium is not installed: {INSTALL_HINT}", pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM the process group (a new session each), SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout_s)
+
+
+def on_demand_id(api: str, deadline: float) -> str:
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{api}/deployments/name/retrain/on-demand", timeout=10)
+        if r.status_code == 200:
+            return r.json()["id"]
+        time.sleep(1.0)
+    raise AssertionError("the on-demand deployment was not registered")
+
+
+def wait_for_run(api: str, deployment_id: str, deadline: float) -> dict[str, Any]:
+    """Poll the API until the deployment's (only) flow run is in a terminal state."""
+    query = {"deployments": {"id": {"any_": [deployment_id]}}}
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        runs = httpx.post(f"{api}/flow_runs/filter", json=query, timeout=10).json()
+        if runs and runs[0]["state_type"] in TERMINAL:
+            return runs[0]
+        time.sleep(1.0)
+    state = runs[0]["state_type"] if runs else "no flow run at all"
+    raise AssertionError(f"the flow run did not finish in time ({state})")
+
+
+def parameter(page: Any, name: str) -> Any:
+    """The input (a textarea: text or JSON) of one parameter of the Run form.
+
+    The innermost block that holds this parameter's label and a textarea but no other parameter's
+    label, so it resolves only once this parameter's own input is on the page.
+    """
+    block = page.locator("div").filter(has=page.get_by_text(f"{name} (Optional)", exact=True))
+    for other in PARAMETERS - {name}:
+        block = block.filter(has_not=page.get_by_text(f"{other} (Optional)", exact=True))
+    return block.filter(has=page.locator("textarea")).last.locator("textarea")
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    workspace = make_repo(tmp_path / "repo")
+    home = tmp_path / "prefect-home"
+    api = f"http://127.0.0.1:{free_port()}/api"
+    # start_server itself points the UI at `api` (PREFECT_UI_API_URL) and turns analytics off
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    server = start_server(api, home=home, wait_s=180)
+    serve_log = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(home),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # pick the run up sooner than the default 10 s
+        "PYTHONPATH": str(REPO),
+    }
+    try:
+        with open(serve_log, "wb") as log:
+            serving = subprocess.Popen(
+                [sys.executable, "-m", "tests.serve_on_demand", str(workspace)],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            yield Served(api.removesuffix("/api"), api, workspace, serve_log, home / "server.log")
+        finally:
+            stop(serving)
+    finally:
+        stop(server)
+
+
+def test_on_demand_run_from_the_ui_form_applies_the_override(
+    chromium: str, served: Served, tmp_path: Path
+):
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.fail("playwright is missing: `make setup` installs the dev extra", pytrace=False)
+
+    deadline = time.monotonic() + 420
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.set_default_navigation_timeout(120_000)
+        failed: list[str] = []  # requests of the UI that failed, for the failure report
+        page.on("requestfailed", lambda r: failed.append(f"{r.failure} {r.method} {r.url}"))
+        page.on("response", lambda r: r.ok or failed.append(f"{r.status} {r.url}"))
+        try:
+            deployment_id = on_demand_id(served.api, deadline)
+            page.goto(f"{served.ui}/deployments")
+            page.get_by_role("link", name="on-demand").click()
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run").click()
+            page.get_by_text("Validate parameters").wait_for()
+            # the workspace parameter comes pre-filled (the deployment's default)
+            expect(parameter(page, "workspace")).to_have_value(str(served.workspace))
+            # `overrides` is a plain mapping, so the form shows a JSON editor for it (holding {})
+            parameter(page, "overrides").fill(json.dumps(OVERRIDE))
+            expect(parameter(page, "overrides")).to_have_value(json.dumps(OVERRIDE))
+            expect(parameter(page, "workspace")).to_have_value(str(served.workspace))
+            page.get_by_role("button", name="Submit").click()
+            # a created run takes the UI back to the deployment's page
+            expect(page).not_to_have_url(re.compile(r"/run(\?|$)"), timeout=120_000)
+
+            run = wait_for_run(served.api, deployment_id, deadline)
+            assert run["state_type"] == "COMPLETED", (
+                f"flow run {run['name']} ended {run['state_type']}: {run['state_name']}\n"
+                + served.logs()
+            )
+            page.goto(f"{served.ui}/runs/flow-run/{run['id']}")
+            expect(page.get_by_text(run["name"]).first).to_be_visible()
+            expect(page.get_by_text("Completed").first).to_be_visible()
+        except BaseException:
+            page.screenshot(path=tmp_path / "ui-failure.png", full_page=True)
+            print(f"screenshot: {tmp_path / 'ui-failure.png'}", *failed, served.logs(), sep="\n")
+            raise
+        finally:
+            browser.close()
+
+    assert run["parameters"]["overrides"] == OVERRIDE
+    assert run["parameters"]["workspace"] == str(served.workspace)
+    # the run was recorded as a DVC experiment named after it, with the override in its params
+    # and in what its stages produced ...
+    from flows.retrain import experiment_name
+
+    root = served.workspace
+    name = experiment_name(run["name"])
+    baseline = json.loads(dvc(root, "exp", "show", "--json"))[1]
+    [exp] = [e for e in baseline["experiments"] if e["name"] == name]
+    data = exp["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["b"]["value"] == OVERRIDE["b.value"]
+    assert data["metrics"]["metrics/b.json"]["data"]["value"] == OVERRIDE["b.value"]
+    # ... and the workspace is back on the committed params
+    assert yaml.safe_load((root / "params.yaml").read_text())["b"]["value"] == 2

@@ -1,0 +1,257 @@
+"""train stage: params checks, the fit loop (determinism, early stopping), main() with MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.teacher import fit as train_loop
+from edge_pipeline.teacher.models import build_teacher, load_teacher
+from tasks import train
+from tests.conftest import REPO, _digits
+
+
+def test_repository_params_parse_and_fill_every_default():
+    cfg = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    p = train.parse_params(cfg)
+    assert set(p) == set(train.DEFAULTS)
+    assert set(p["augment"]) == set(train.DEFAULTS["augment"])
+    assert p["augment"]["hflip"] is False  # digits: a mirrored 2 is not a 2
+    assert train.parse_params({}) == train.DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("cfg", "pattern"),
+    [
+        ({"arch": "resnet19"}, r"train\.arch='resnet19' is not one of \[.*'resnet18'"),
+        ({"device": "tpu"}, r"train\.device='tpu' is not one of \['cpu', 'cuda', 'auto'\]"),
+        ({"epochs": 0}, r"train\.epochs=0 must be an integer in \[1, 1000\]"),
+        ({"lr": "fast"}, r"train\.lr='fast' must be a number"),
+        ({"batch_size": 1}, r"train\.batch_size=1 must be an integer in \[2, "),
+        ({"threads": 0}, r"train\.threads=0 .* or null"),
+        ({"use_class_weights": "yes"}, r"train\.use_class_weights='yes' must be true or false"),
+        ({"augment": {"rotation_deg": 270}}, r"train\.augment\.rotation_deg=270 .*\[0, 180\]"),
+        ({"augment": {"flip": True}}, r"train\.augment\.flip is not an option.*'hflip'"),
+        ({"augment": [1, 2]}, r"train\.augment must be a mapping"),
+        ({"lerning_rate": 0.1}, r"train\.lerning_rate is not an option.*'lr'"),
+        ({"weights": "IMAGENET9K"}, r"train\.weights='IMAGENET9K' is not a weights name"),
+    ],
+)
+def test_bad_params_name_the_key_and_what_is_allowed(cfg, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        train.parse_params(cfg)
+
+
+def test_a_params_typo_stops_main_before_any_data_or_training(prepared_workspace, monkeypatch):
+    ws = prepared_workspace(params={"train": {"arch": "resnet19"}})
+
+    def fail(*args, **kwargs):
+        raise AssertionError("reached past the params check")
+
+    monkeypatch.setattr(train, "load_inputs", fail)
+    monkeypatch.setattr(train_loop, "fit", fail)
+    with pytest.raises(ConfigError, match="train.arch"):
+        train.main()
+    assert not (ws["root"] / "data" / "train").exists()
+
+
+def test_device_choice_and_determinism_switch_are_scoped():
+    assert train_loop.resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert train_loop.resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"train\.device='cuda'.*use cpu or auto"):
+            train_loop.resolve_device("cuda")
+    before = torch.are_deterministic_algorithms_enabled()
+    with train_loop.deterministic(0):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+@pytest.fixture(scope="module")
+def tiny_digits():
+    """36 train and 12 val digits of classes 0-2, uint8 (N, 16, 16, 1)."""
+    x, y = _digits(16)
+    idx = np.concatenate([np.flatnonzero(y == k)[:16] for k in range(3)])
+    x, y = x[idx], y[idx]
+    val = np.arange(len(y)) % 4 == 0
+    return x[~val], y[~val], x[val], y[val]
+
+
+def _fit(data, *, seed: int, epochs: int = 1, **kwargs):
+    x_tr, y_tr, x_va, y_va = data
+    with train_loop.deterministic(seed):
+        model = build_teacher("resnet18", num_classes=3, in_channels=1, image_size=(16, 16))
+        options = {
+            "epochs": epochs,
+            "batch_size": 8,
+            "lr": 2e-3,
+            "weight_decay": 0.05,
+            "patience": 3,
+            "class_weights": np.array([1.0, 2.0, 1.0]),
+            "augment": train_loop.Augment(rotation_deg=10, crop_padding=1, color_jitter=0.2),
+            "seed": seed,
+            "device": torch.device("cpu"),
+        } | kwargs
+        result = train_loop.fit(model, x_tr, y_tr, x_va, y_va, **options)
+    return model, result
+
+
+def test_same_seed_same_weights_and_metrics_other_seed_differs(tiny_digits):
+    model_a, a = _fit(tiny_digits, seed=3)
+    model_b, b = _fit(tiny_digits, seed=3)
+    _, c = _fit(tiny_digits, seed=4)
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in a.history]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in b.history]
+    for (name, ta), tb in zip(
+        model_a.state_dict().items(), model_b.state_dict().values(), strict=True
+    ):
+        assert torch.equal(ta, tb), name
+    assert c.history[0]["train_loss"] != a.history[0]["train_loss"]
+
+
+def test_early_stopping_restores_the_best_epochs_weights(tiny_digits, monkeypatch):
+    real_f1 = train_loop.f1_score
+    scores = iter([0.5, 0.9, 0.4, 0.3, 0.95, 0.99])  # epoch 2 is best, then two worse epochs
+
+    def scripted_f1(*args, **kwargs):
+        real_f1(*args, **kwargs)
+        return next(scores)
+
+    monkeypatch.setattr(train_loop, "f1_score", scripted_f1)
+    states, holder = {}, {}
+
+    def snapshot(row):
+        states[row["epoch"]] = {k: v.clone() for k, v in holder["model"].state_dict().items()}
+
+    x_tr, y_tr, x_va, y_va = tiny_digits
+    with train_loop.deterministic(0):
+        holder["model"] = model = build_teacher(  # the loop, not the arch, is under test
+            "mobilenet_v3_small", num_classes=3, in_channels=1, image_size=(16, 16)
+        )
+        result = train_loop.fit(
+            model, x_tr, y_tr, x_va, y_va, epochs=6, batch_size=8, lr=1e-2, weight_decay=0.0,
+            patience=2, class_weights=None, augment=train_loop.Augment(), seed=0,
+            device=torch.device("cpu"), on_epoch=snapshot,
+        )  # fmt: skip
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert (result.best_epoch, result.best_val_macro_f1) == (2, 0.9)
+    assert result.images_seen == 4 * len(y_tr)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, states[2][name]), name
+    head = "net.classifier.3.weight"  # training went on after the best epoch
+    assert not torch.equal(states[4][head], states[2][head])
+
+
+def _add_synthetic_rows(root, n: int) -> int:
+    """Append n synthetic rows (as the resample stage does) to the fixture's train.npz."""
+    path = root / "data" / "resample" / "train.npz"
+    z = dict(np.load(path))
+    z["x"] = np.concatenate([z["x"], z["x"][:n][:, ::-1]])
+    z["y"] = np.concatenate([z["y"], z["y"][:n]])
+    z["synthetic"] = np.concatenate([z["synthetic"], np.ones(n, bool)])
+    z["ids"] = np.concatenate([z["ids"], np.full(n, "")])
+    np.savez(path, **z)
+    return len(z["y"])
+
+
+@pytest.mark.slow
+def test_main_writes_every_output_and_tracks_the_run(prepared_workspace):
+    import mlflow
+
+    ws = prepared_workspace(params={"train": {"epochs": 2, "batch_size": 16, "threads": 1}})
+    root = ws["root"]
+    n_train = _add_synthetic_rows(root, 5)
+    train.main()
+
+    out = root / "data" / "train"
+    meta = json.loads((out / "meta.json").read_text())
+    metrics = json.loads((root / "metrics" / "train.json").read_text())
+    assert meta["classes"] == ["0", "1", "2"] and meta["image_size"] == [16, 16]
+    assert meta["layout"] == "NCHW" and meta["n_train"] == n_train
+
+    # The plain state_dict reproduces the saved val logits.
+    state = torch.load(out / "teacher.pt", weights_only=True)
+    assert isinstance(state, dict) and "net.fc.weight" in state
+    logits_val = np.load(out / "logits_val.npy")
+    x_val = np.load(root / "data" / "ingest" / "images.npy")[
+        pd.read_csv(root / "data" / "split" / "split.csv")["split"].eq("val").to_numpy()
+    ]
+    model = load_teacher(out / "teacher.pt", meta)
+    with torch.no_grad():
+        again = model(torch.from_numpy(x_val.transpose(0, 3, 1, 2).astype(np.float32) / 255))
+    np.testing.assert_allclose(again.numpy(), logits_val, atol=1e-4)
+    assert np.load(out / "logits_train.npy").shape == (n_train, 3)
+    assert logits_val.dtype == np.float32
+
+    models = json.loads((out / "models.json").read_text())
+    assert [(m["name"], m["file"], m["runtime"], m["layout"]) for m in models] == [
+        ("teacher_fp32", "teacher.onnx", "onnxruntime", "NCHW")
+    ]
+    assert models[0]["params"] == sum(v.numel() for v in model.parameters())
+    assert models[0]["macs"] > 10**7
+
+    assert metrics["onnx"]["top1_agreement"] == 1.0
+    assert metrics["onnx"]["max_abs_diff"] < 1e-3
+    assert 0.0 <= metrics["test_macro_f1"] <= 1.0
+    matrix = np.array(metrics["confusion_matrix"]["matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == metrics["n_test"] == 18
+    assert np.trace(matrix) / 18 == pytest.approx(metrics["test_accuracy"])
+    assert set(metrics["per_class"]) == {"0", "1", "2"}
+    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= 2
+
+    history = pd.read_csv(root / "plots" / "train" / "history.csv")
+    assert list(history.columns[:4]) == ["epoch", "train_loss", "val_macro_f1", "val_acc"]
+    assert len(history) == metrics["epochs_run"]
+    preds = pd.read_csv(root / "plots" / "train" / "test_predictions.csv")
+    assert len(preds) == 18 and (preds["actual"] == preds["predicted"]).mean() == pytest.approx(
+        metrics["test_accuracy"]
+    )
+    for name in ("confusion_matrix.png", "training_curves.png"):
+        assert (root / "plots" / "train" / name).read_bytes()[:4] == b"\x89PNG"
+        assert (root / "reports" / "train" / name).exists()
+    assert "macro-F1" in (root / "reports" / "train" / "report.md").read_text()
+
+    client = mlflow.MlflowClient()
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("edge-pipeline").experiment_id],
+        filter_string="tags.stage = 'train'",
+    )
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["git_commit"] and "dvc_deps_hash" in run.data.tags
+    assert run.data.params["train.arch"] == "resnet18"
+    assert run.data.params["train.augment.hflip"] == "False"
+    assert run.data.metrics["test/macro_f1"] == pytest.approx(metrics["test_macro_f1"])
+    assert run.data.metrics["onnx/top1_agreement"] == 1.0
+    steps = client.get_metric_history(run.info.run_id, "val/macro_f1")
+    assert [m.step for m in steps] == list(range(1, metrics["epochs_run"] + 1))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "training_curves.png", "report.md"} <= artifacts
+    [logged] = mlflow.search_logged_models(
+        filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
+    )
+    loaded = mlflow.pyfunc.load_model(logged.model_uri)
+    x = x_val[:3].transpose(0, 3, 1, 2).astype(np.float32) / 255
+    np.testing.assert_allclose(loaded.predict(x), logits_val[:3], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_disagreement_fails_and_writes_nothing(tmp_path):
+    from edge_pipeline.teacher import outputs as train_report
+
+    model = build_teacher("resnet18", num_classes=3, in_channels=1, image_size=(16, 16)).eval()
+    x = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 255)).numpy()
+    wrong = {"train": logits, "val": logits, "test": -logits}  # every argmax moves
+    meta = {"in_channels": 1, "image_size": [16, 16], "onnx_opset": 18, "params": 1, "macs": 1}
+    meta |= {"arch": "resnet18"}
+    with pytest.raises(RuntimeError, match="teacher.onnx disagrees with torch"):
+        train_report.write_artifacts(tmp_path / "train", model, meta, wrong, x)
+    assert not (tmp_path / "train").exists()
