@@ -98,3 +98,27 @@ def test_tasks_holds_only_the_dvc_stages() -> None:
     stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
     modules = {p.stem for p in (REPO / "tasks").glob("*.py")} - {"__init__"}
     assert modules == stages
+
+
+def _packages_reached(stage: str) -> set[str]:
+    """edge_pipeline sub-packages (folders) that `tasks.<stage>` imports, transitively."""
+    return {
+        "edge_pipeline/" + m.split(".")[1]
+        for m in _reachable(GRAPH, f"tasks.{stage}")
+        if m.startswith("edge_pipeline.") and m.count(".") >= 1 and m.split(".")[1] in _PACKAGES
+    }
+
+
+_PACKAGES = {p.name for p in (REPO / "edge_pipeline").iterdir() if (p / "__init__.py").exists()}
+
+
+def test_dvc_deps_follow_the_packages() -> None:
+    """A change to shared code re-runs exactly the stages that import it: each stage's deps list
+    its own module and every library folder it reaches, and nothing else of the code."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        code = {d for d in stage["deps"] if d.startswith(("tasks/", "edge_pipeline"))}
+        expected = {f"tasks/{name}.py"} | _packages_reached(name)
+        assert code == expected, f"dvc.yaml {name}: deps {sorted(code)} != {sorted(expected)}"
