@@ -1,5 +1,8 @@
 """The teacher's training loop: augmentation, class-weighted CE, AdamW + cosine, early stopping.
 
+`train_teacher(p, d)` builds the `train.arch` network for the fit sets and runs `fit`;
+`setup_device` picks the device and torch's CPU threads from the `train` section.
+
 Deterministic on CPU: `deterministic(seed)` seeds torch and switches on deterministic algorithms,
 the DataLoader shuffles with its own seeded generator and loads in-process (num_workers=0), and
 the per-sample augmentations draw from torch's seeded global generator, so two runs with the same
