@@ -1,8 +1,8 @@
 """Teacher training throughput and peak memory on CPU, extrapolated to the demo data.
 
 Trains the default teacher of params.yaml (`train` section: arch, batch size, augmentation) with
-`edge_pipeline.teacher.fit.fit` on synthetic 16x16x1 images, 2 epochs with 2 torch threads (the project's
-CPU budget; the second epoch is the steady state), then 1 epoch with 1 thread. Figures:
+`edge_pipeline.teacher.fit.fit` on synthetic 16x16x1 images, 2 epochs with 2 torch threads (the
+project's CPU budget; the second epoch is the steady state), then 1 epoch with 1 thread. Figures:
 - train_images_per_s: wall-clock training images/s with 2 threads (forward, backward, update,
   augmentation, the small validation pass);
 - train_images_per_cpu_s_1thread: images per CPU-second of the 1-thread run, which other
@@ -26,26 +26,30 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_pipeline.artifacts.catalog import TRAIN_SET
+from edge_pipeline.config import load_section
+from edge_pipeline.config.teacher import Train
+
 TARGET_S = 180.0
 DEMO_TRAIN, DEMO_VAL = 1150, 159  # demo data after SMOTE (689 real train rows), its val split
 N_TRAIN, N_VAL, K = 256, 64, 10
 
 
-def _fit(p: dict, x: np.ndarray, y: np.ndarray, *, epochs: int, n: int) -> tuple[float, float]:
+def _fit(p: Train, x: np.ndarray, y: np.ndarray, *, epochs: int, n: int) -> tuple[float, float]:
     """Train a fresh default teacher; returns (last epoch's wall images/s, images per CPU-s)."""
     import torch
 
-    from edge_pipeline.teacher.fit import Augment, deterministic, fit
+    from edge_pipeline.teacher.fit import deterministic, fit
     from edge_pipeline.teacher.models import build_teacher
 
     with deterministic(0):
-        model = build_teacher(p["arch"], num_classes=K, in_channels=1, image_size=(16, 16))
+        model = build_teacher(p.arch, num_classes=K, in_channels=1, image_size=(16, 16))
         cpu0 = time.process_time()
         result = fit(
             model, x[:n], y[:n], x[-N_VAL:], y[-N_VAL:],
-            epochs=epochs, batch_size=p["batch_size"], lr=p["lr"],
-            weight_decay=p["weight_decay"], patience=epochs, class_weights=None,
-            augment=Augment(**p["augment"]), seed=0, device=torch.device("cpu"),
+            epochs=epochs, batch_size=p.batch_size, lr=p.lr,
+            weight_decay=p.weight_decay, patience=epochs, class_weights=None,
+            augment=p.augment, seed=0, device=torch.device("cpu"),
         )  # fmt: skip
         cpu_s = time.process_time() - cpu0
     return n / result.history[-1]["seconds"], result.images_seen / cpu_s
@@ -59,15 +63,13 @@ def run() -> dict:
     import torch
 
     import_rss = _peak_rss_mib()  # torch's CUDA build alone is most of the footprint
-    from edge_pipeline.core.common import load_params
     from edge_pipeline.teacher.fit import predict_logits
     from edge_pipeline.teacher.models import build_teacher
-    from tasks.train import parse_params
 
     repo = Path(__file__).resolve().parent.parent
-    p = parse_params(load_params("train", repo / "params.yaml"))
+    p: Train = load_section("train", repo / "params.yaml")
     demo_train, demo_val = DEMO_TRAIN, DEMO_VAL
-    npz = repo / "data" / "resample" / "train.npz"
+    npz = repo / "data" / "resample" / TRAIN_SET
     if npz.exists():  # the real demo size when the pipeline has run
         with np.load(npz) as z:
             demo_train = len(z["y"])
@@ -77,7 +79,7 @@ def run() -> dict:
     y = rng.integers(0, K, N_TRAIN + N_VAL)
     torch.set_num_threads(2)
     wall_rate, _ = _fit(p, x, y, epochs=2, n=N_TRAIN)
-    model = build_teacher(p["arch"], num_classes=K, in_channels=1, image_size=(16, 16))
+    model = build_teacher(p.arch, num_classes=K, in_channels=1, image_size=(16, 16))
     start = time.perf_counter()
     predict_logits(model, x, device=torch.device("cpu"))
     eval_rate = len(x) / (time.perf_counter() - start)
@@ -85,10 +87,10 @@ def run() -> dict:
     _, cpu_rate = _fit(p, x, y, epochs=1, n=N_TRAIN // 2)
 
     val_s = demo_val / eval_rate
-    wall_est = p["epochs"] * (demo_train / wall_rate + val_s)
-    idle_est = p["epochs"] * (demo_train / (2 * cpu_rate) + val_s)
+    wall_est = p.epochs * (demo_train / wall_rate + val_s)
+    idle_est = p.epochs * (demo_train / (2 * cpu_rate) + val_s)
     figures = {
-        "arch": p["arch"],
+        "arch": p.arch,
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(),
         "train_images_per_s": round(wall_rate, 1),
@@ -97,7 +99,7 @@ def run() -> dict:
         "peak_rss_mib": _peak_rss_mib(),
         "rss_after_torch_import_mib": import_rss,
         "demo_train_images": demo_train,
-        "epochs": p["epochs"],
+        "epochs": p.epochs,
         "demo_train_s_wall": round(wall_est, 1),
         "demo_train_s_idle_2core": round(idle_est, 1),
         "ratio_wall_to_3min": round(wall_est / TARGET_S, 2),
@@ -106,7 +108,7 @@ def run() -> dict:
     for key, value in figures.items():
         print(f"{key:>32}: {value}")
     print(
-        f"demo training ({p['epochs']} epochs x {demo_train} images): {wall_est:.0f} s at load "
+        f"demo training ({p.epochs} epochs x {demo_train} images): {wall_est:.0f} s at load "
         f"average {figures['load_avg_1m']} on {figures['cpu_count']} cores "
         f"({wall_est / TARGET_S:.2f} x the 3-minute target); {idle_est:.0f} s on 2 idle cores "
         f"from the 1-thread CPU rate ({idle_est / TARGET_S:.2f} x)"

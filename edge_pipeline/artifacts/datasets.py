@@ -9,10 +9,12 @@ integer indices 0..K-1 (the order of `data/ingest/classes.json`) in arrays.
 - `load_split(name)`     -> (x, y, ids) of the `train`/`val`/`test` split (train before resampling)
 - `load_train()`         -> (x, y, synthetic, ids) of the resampled train set
 - `load_class_weights()` -> float64 (K,) "balanced" weights of the (original) train labels
-- `load_fit_sets()`      -> classes, resampled train, val, test and class weights, checked
+- `load_fit_sets()`      -> classes, resampled train, val, test and class weights (+ the teacher's
+                            logits), checked: THE training-set loader of train, distill, prune, qat
 - `read_teacher_logits(split)` -> float32 (N, K) teacher logits of `data/train/logits_<split>.npy`
 
-Every path comes from `edge_pipeline.core.common.stage_paths`, so `params.yaml[paths]` moves them all.
+File names come from `edge_pipeline.artifacts.catalog`, folders from its `stage_paths`, so
+`params.yaml[paths]` moves them all. Unusable input raises `InputError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -24,26 +26,44 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.artifacts.catalog import (
+    CLASS_WEIGHTS,
+    CLASSES,
+    IMAGES,
+    MANIFEST,
+    SPLIT,
+    TEACHER_LOGITS,
+    TRAIN_SET,
+    stage_paths,
+)
+from edge_pipeline.core.errors import InputError
 
 SPLITS = ("train", "val", "test")
 
 
+def _input_file(stage: str, name: str, params_path: Path | None) -> Path:
+    """`data/<stage>/<name>`; InputError naming the stage to run when it is missing."""
+    path = stage_paths(stage, params_path).data / name
+    if not path.exists():
+        raise InputError(f"{path}: missing; run the {stage} stage first (dvc repro {stage})")
+    return path
+
+
 def load_classes(*, params_path: Path | None = None) -> list[str]:
     """The K class names of `data/ingest/classes.json`; index k in arrays means `classes[k]`."""
-    path = stage_paths("ingest", params_path).data / "classes.json"
+    path = _input_file("ingest", CLASSES, params_path)
     classes = json.loads(path.read_text())
     if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
-        raise ValueError(f"{path}: expected a non-empty JSON list of distinct class names")
+        raise InputError(f"{path}: expected a non-empty JSON list of distinct class names")
     return [str(c) for c in classes]
 
 
 def load_images(*, params_path: Path | None = None) -> np.ndarray:
     """All kept images, uint8 (N, H, W, C), memory-mapped (read-only); row i = manifest row i."""
-    path = stage_paths("ingest", params_path).data / "images.npy"
+    path = _input_file("ingest", IMAGES, params_path)
     images = np.load(path, mmap_mode="r")
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{path}: expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+        raise InputError(f"{path}: expected uint8 (N, H, W, C), got {images.dtype} {images.shape}")
     return images
 
 
@@ -52,13 +72,13 @@ def load_manifest(*, params_path: Path | None = None) -> pd.DataFrame:
 
     `label` and `true_label` are strings ('' when unknown); row i describes `load_images()[i]`.
     """
-    path = stage_paths("ingest", params_path).data / "manifest.csv"
+    path = _input_file("ingest", MANIFEST, params_path)
     manifest = pd.read_csv(path, dtype={"id": str, "label": str, "true_label": str})
     for col in ("label", "true_label"):
         manifest[col] = manifest[col].fillna("") if col in manifest else ""
     if manifest["id"].duplicated().any():
         dup = manifest.loc[manifest["id"].duplicated(), "id"].iloc[0]
-        raise ValueError(f"{path}: id {dup!r} appears twice; re-run ingest")
+        raise InputError(f"{path}: id {dup!r} appears twice; re-run ingest")
     return manifest
 
 
@@ -73,7 +93,7 @@ def encode_labels(labels: pd.Series, classes: list[str], *, source: str) -> np.n
     bad = codes.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(
+        raise InputError(
             f"{source} line {labels.index[row] + 2}: label {labels.iloc[row]!r} is not in "
             f"classes.json {classes}; fix the label or re-run the stages that produce both files"
         )
@@ -90,7 +110,7 @@ def rows_of(ids: pd.Series, manifest: pd.DataFrame, *, source: str) -> np.ndarra
     missing = rows.isna().to_numpy()
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
-        raise ValueError(
+        raise InputError(
             f"{source} line {ids.index[row] + 2}: id {ids.iloc[row]!r} is not in "
             "data/ingest/manifest.csv; "
             "re-run the pipeline from ingest (dvc repro)"
@@ -100,7 +120,7 @@ def rows_of(ids: pd.Series, manifest: pd.DataFrame, *, source: str) -> np.ndarra
 
 def read_split_table(*, params_path: Path | None = None) -> tuple[pd.DataFrame, Path]:
     """`data/split/split.csv` (`id,label,split`) and its path."""
-    path = stage_paths("split", params_path).data / "split.csv"
+    path = _input_file("split", SPLIT, params_path)
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     return table, path
 
@@ -140,11 +160,11 @@ def load_train(
         synthetic: bool (N,) True for rows added by the resampler (interpolated or duplicated).
         ids: str (N,) image ids; '' for synthetic rows.
     """
-    path = stage_paths("resample", params_path).data / "train.npz"
+    path = _input_file("resample", TRAIN_SET, params_path)
     with np.load(path, allow_pickle=False) as z:
         x, y, synthetic, ids = z["x"], z["y"], z["synthetic"], z["ids"]
     if not len(x) == len(y) == len(synthetic) == len(ids):
-        raise ValueError(f"{path}: x, y, synthetic and ids differ in length; re-run resample")
+        raise InputError(f"{path}: x, y, synthetic and ids differ in length; re-run resample")
     return x, y.astype(np.int64), synthetic.astype(bool), ids.astype(str)
 
 
@@ -155,21 +175,26 @@ def load_class_weights(*, params_path: Path | None = None) -> np.ndarray:
     with no train example has weight 0. Use them as loss weights (torch `CrossEntropyLoss(weight=)`,
     Keras `class_weight=dict(enumerate(w))`).
     """
-    path = stage_paths("resample", params_path).data / "class_weights.json"
+    path = _input_file("resample", CLASS_WEIGHTS, params_path)
     weights = json.loads(path.read_text())
     classes = load_classes(params_path=params_path)
     missing = [c for c in classes if c not in weights]
     if missing:
-        raise ValueError(f"{path}: no weight for classes {missing}; re-run resample")
+        raise InputError(f"{path}: no weight for classes {missing}; re-run resample")
     return np.array([float(weights[c]) for c in classes], dtype=np.float64)
 
 
-def load_fit_sets(*, check_shapes: bool = False, params_path: Path | None = None) -> dict[str, Any]:
-    """The class names and the three sets a training stage fits, selects and scores on.
+def load_fit_sets(
+    *, check_shapes: bool = False, teacher_logits: bool = False, params_path: Path | None = None
+) -> dict[str, Any]:
+    """The class names and the sets a training stage fits, selects and scores on.
+
+    The one training-set loader of train, distill, prune and qat; its keys are a contract.
 
     Args:
         check_shapes: also require val and test images of the train set's (H, W, C) and every
-            label below K (the train stage checks this; distill leaves it to the model).
+            label below K (the train stage checks this; the others leave it to the model).
+        teacher_logits: also load the teacher's logits of the train and val sets (data/train).
         params_path: the params.yaml whose `paths` locate the files (default: the repository's).
 
     Returns:
@@ -178,34 +203,48 @@ def load_fit_sets(*, check_shapes: bool = False, params_path: Path | None = None
          "synthetic": bool (N,) True for rows the resampler added,
          "x_val": uint8 (N_val, H, W, C), "y_val": int64 (N_val,),
          "x_test": uint8 (N_test, H, W, C), "y_test": int64 (N_test,),
-         "class_weights": float64 (K,) of `load_class_weights()`}.
+         "class_weights": float64 (K,) of `load_class_weights()`}
+        and, with `teacher_logits`, "teacher_train": float32 (N, K) row-aligned with x_train and
+        "teacher_val": float32 (N_val, K) row-aligned with x_val (`read_teacher_logits`).
 
     Raises:
-        ValueError: a set has no images (or, with `check_shapes`, other image dimensions than the
-            train set's, or a label >= K); the message names the set and the fix.
+        InputError: a set has no images (or, with `check_shapes`, other image dimensions than the
+            train set's, or a label >= K), or the teacher's logits are not (N, K); the message
+            names the file and the fix.
     """
     classes = load_classes(params_path=params_path)
     x_train, y_train, synthetic, _ = load_train(params_path=params_path)
     x_val, y_val, _ = load_split("val", params_path=params_path)
     x_test, y_test, _ = load_split("test", params_path=params_path)
-    for name, x in (("data/resample/train.npz", x_train), ("val", x_val), ("test", x_test)):
+    train_file = _input_file("resample", TRAIN_SET, params_path)
+    split_file = _input_file("split", SPLIT, params_path)
+    sets = (
+        (str(train_file), x_train),
+        (f"{split_file} val", x_val),
+        (f"{split_file} test", x_test),
+    )
+    for name, x in sets:
         if len(x) == 0:
-            raise ValueError(f"{name}: no images; check split.val_fraction / split.test_fraction")
+            raise InputError(f"{name}: no images; check split.val_fraction / split.test_fraction")
         if check_shapes and x.shape[1:] != x_train.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"{name}: images are {x.shape[1:]}, the train set's {x_train.shape[1:]}; "
                 "re-run the pipeline from ingest (dvc repro)"
             )
     k = len(classes)
     if check_shapes and max(y_train.max(), y_val.max(), y_test.max()) >= k:
-        raise ValueError(
-            f"labels exceed the {k} classes of data/ingest/classes.json; re-run resample"
-        )
-    return {
+        raise InputError(f"labels exceed the {k} classes of data/ingest/{CLASSES}; re-run resample")
+    out = {
         "classes": classes, "x_train": x_train, "y_train": y_train, "synthetic": synthetic,
         "x_val": x_val, "y_val": y_val, "x_test": x_test, "y_test": y_test,
         "class_weights": load_class_weights(params_path=params_path),
     }  # fmt: skip
+    if teacher_logits:
+        for split, n in (("train", len(x_train)), ("val", len(x_val))):
+            out[f"teacher_{split}"] = read_teacher_logits(
+                split, n_rows=n, n_classes=k, params_path=params_path
+            )
+    return out
 
 
 def read_teacher_logits(
@@ -219,12 +258,12 @@ def read_teacher_logits(
         n_classes: K, the number of classes.
 
     Raises:
-        ValueError: the array is not (N, K); the message names the file and the fix.
+        InputError: the array is not (N, K); the message names the file and the fix.
     """
-    path = stage_paths("train", params_path).data / f"logits_{split}.npy"
+    path = _input_file("train", TEACHER_LOGITS.format(split=split), params_path)
     logits = np.load(path).astype(np.float32)
     if logits.shape != (n_rows, n_classes):
-        raise ValueError(
+        raise InputError(
             f"{path}: shape {logits.shape}, expected {(n_rows, n_classes)} (row-aligned with the "
             f"{split} images); re-run the train stage (dvc repro train)"
         )

@@ -1,9 +1,54 @@
-"""TEMPORARY permissive sections (teacher); replaced by the typed schema."""
+"""The `train` section of params.yaml: the PyTorch teacher (tasks/train.py).
 
-from pydantic import ConfigDict
+No torch here: `Arch` spells out the torchvision names edge_pipeline/teacher/models.py adapts
+(tests/teacher/test_teacher.py checks the two lists agree); whether `weights` names weights of
+`arch` that are in the local torch hub cache is checked by `teacher.models.resolve_weights` at the
+start of the stage, before any data is read.
+"""
 
-from edge_pipeline.config.base import Section
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, StrictBool
+
+from edge_pipeline.config.base import Augment, Section
+
+Arch = Literal[
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+]
 
 
 class Train(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """The teacher's architecture, optimiser, early stopping, augmentation and ONNX export."""
+
+    # resnet18 | resnet34 | resnet50 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large |
+    # efficientnet_b0
+    arch: Arch = "resnet18"
+    # null = from scratch, or a torchvision name (e.g. ResNet18_Weights.IMAGENET1K_V1) already in
+    # the torch hub cache
+    weights: str | None = None
+    # upper bound; early stopping may end sooner (time: benchmarks/bench_train.py)
+    epochs: int = Field(8, ge=1, le=1000)
+    batch_size: int = Field(64, ge=2, le=4096)  # 2+: BatchNorm cannot train on a batch of one
+    lr: float = Field(0.002, gt=0, le=1)  # AdamW, cosine-annealed to 0 over all epochs
+    weight_decay: float = Field(0.05, ge=0, le=1)
+    # stop after this many epochs without a better val macro-F1 (best weights kept)
+    patience: int = Field(3, ge=1)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    # cpu | cuda | auto (a GPU when torch sees one); determinism is checked on CPU
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # CE weighted by data/resample/class_weights.json; for resample.method none | class_weight
+    # (SMOTE already balances)
+    use_class_weights: StrictBool = False
+    augment: Augment = Augment()  # torchvision transforms.v2, per training image
+    threads: int | None = Field(None, ge=1, le=256)  # torch CPU threads; null = torch's default
+    onnx_opset: int = Field(18, ge=18, le=23)  # teacher.onnx (torch.export-based exporter, 18+)
+    # fail the stage unless teacher.onnx picks torch's class on at least this share of test images
+    onnx_min_top1_agreement: float = Field(1.0, ge=0, le=1)

@@ -1,5 +1,8 @@
 """The teacher's training loop: augmentation, class-weighted CE, AdamW + cosine, early stopping.
 
+`train_teacher(p, d)` builds the `train.arch` network for the fit sets and runs `fit`;
+`setup_device` picks the device and torch's CPU threads from the `train` section.
+
 Deterministic on CPU: `deterministic(seed)` seeds torch and switches on deterministic algorithms,
 the DataLoader shuffles with its own seeded generator and loads in-process (num_workers=0), and
 the per-sample augmentations draw from torch's seeded global generator, so two runs with the same
@@ -16,6 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,29 +27,31 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from torchvision.transforms import v2
 
+from edge_pipeline.config.base import Augment
+from edge_pipeline.config.teacher import Train
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.teacher.models import Teacher, build_teacher, input_stats
+
 log = logging.getLogger("tasks.train")
+SPLITS = ("train", "val", "test")
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Per-sample augmentation on uint8 (C, H, W) images; all off = no augmentation."""
+def augment_transform(augment: Augment, image_size: tuple[int, int]) -> v2.Transform | None:
+    """The per-sample v2 pipeline on uint8 (C, H, W) images; None when every option is off.
 
-    hflip: bool = False  # off for digits and text: a mirrored 2 is not a 2
-    rotation_deg: float = 0.0
-    crop_padding: int = 0  # random crop back to H x W after zero-padding every side
-    color_jitter: float = 0.0  # brightness and contrast strength (works for 1 or 3 channels)
-
-    def transform(self, image_size: tuple[int, int]) -> v2.Transform | None:
-        steps: list[v2.Transform] = []
-        if self.crop_padding:
-            steps.append(v2.RandomCrop(image_size, padding=self.crop_padding))
-        if self.rotation_deg:
-            steps.append(v2.RandomRotation(self.rotation_deg))
-        if self.hflip:
-            steps.append(v2.RandomHorizontalFlip())
-        if self.color_jitter:
-            steps.append(v2.ColorJitter(brightness=self.color_jitter, contrast=self.color_jitter))
-        return v2.Compose(steps) if steps else None
+    Order: pad-and-random-crop back to `image_size` (H, W), rotation, horizontal flip,
+    brightness/contrast jitter (works for 1 or 3 channels).
+    """
+    steps: list[v2.Transform] = []
+    if augment.crop_padding:
+        steps.append(v2.RandomCrop(image_size, padding=augment.crop_padding))
+    if augment.rotation_deg:
+        steps.append(v2.RandomRotation(augment.rotation_deg))
+    if augment.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augment.color_jitter:
+        steps.append(v2.ColorJitter(brightness=augment.color_jitter, contrast=augment.color_jitter))
+    return v2.Compose(steps) if steps else None
 
 
 @dataclass
@@ -87,12 +93,17 @@ def deterministic(seed: int, *, strict: bool = True) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def resolve_device(name: str) -> torch.device:
-    """`cpu`, `cuda` (fails without a GPU) or `auto` (a GPU when torch sees one)."""
+def setup_device(name: str, *, threads: int | None = None) -> torch.device:
+    """`cpu`, `cuda` (a ConfigError without a GPU) or `auto` (a GPU when torch sees one).
+
+    `threads` sets torch's CPU threads; None keeps torch's default (all cores).
+    """
+    if threads:
+        torch.set_num_threads(threads)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml train.device='cuda' but torch sees no GPU; use cpu or auto")
+        raise ConfigError("params.yaml train.device='cuda' but torch sees no GPU; use cpu or auto")
     return torch.device(name)
 
 
@@ -158,7 +169,7 @@ def fit(
     """
     model.to(device)
     data = _Images(
-        to_nchw(x_train), torch.from_numpy(y_train), augment.transform(x_train.shape[1:3])
+        to_nchw(x_train), torch.from_numpy(y_train), augment_transform(augment, x_train.shape[1:3])
     )
     loader = torch.utils.data.DataLoader(
         data,
@@ -217,3 +228,54 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+@dataclass
+class TrainedTeacher:
+    """What `train_teacher` hands back: the best epoch's model (CPU, eval mode) and its logits."""
+
+    model: Teacher
+    result: FitResult
+    logits: dict[str, np.ndarray]  # "train" | "val" | "test" -> float32 (N_split, K)
+
+
+def train_teacher(
+    p: Train,
+    d: dict[str, Any],
+    *,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainedTeacher:
+    """Build the `p.arch` teacher for the data `d` and fit it; call inside `deterministic(seed)`.
+
+    Args:
+        p: the `train` params section.
+        d: the fit sets of `edge_pipeline.artifacts.datasets.load_fit_sets` (classes, x/y of
+            train, val and test, synthetic, class_weights); images uint8 (N, H, W, C).
+        device: where to train (`setup_device`).
+        on_epoch: called with each epoch's row of `FitResult.history`.
+    """
+    _, h, w, c = d["x_train"].shape
+    k = len(d["classes"])
+    log.info(
+        "%s on %s (%d threads): %d train (%d synthetic), %d val, %d test, %dx%dx%d, K=%d",
+        p.arch, device, torch.get_num_threads(), len(d["y_train"]), d["synthetic"].sum(),
+        len(d["y_val"]), len(d["y_test"]), h, w, c, k,
+    )  # fmt: skip
+    counts = np.bincount(d["y_train"], minlength=k)
+    if p.use_class_weights and counts.max() <= 1.5 * max(counts.min(), 1):
+        log.warning("train.use_class_weights on a train set already resampled to balance")
+    # From scratch the input stats are the train set's; pretrained weights bring their own.
+    mean, std = input_stats(d["x_train"]) if p.weights is None else (None, None)
+    model = build_teacher(
+        p.arch, num_classes=k, in_channels=c, image_size=(h, w), weights=p.weights,
+        mean=mean, std=std,
+    )  # fmt: skip
+    result = fit(
+        model, d["x_train"], d["y_train"], d["x_val"], d["y_val"],
+        epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
+        patience=p.patience, class_weights=d["class_weights"] if p.use_class_weights else None,
+        augment=p.augment, seed=p.seed, device=device, on_epoch=on_epoch,
+    )  # fmt: skip
+    logits = {s: predict_logits(model, d[f"x_{s}"], device=device) for s in SPLITS}
+    return TrainedTeacher(model.cpu(), result, logits)

@@ -156,6 +156,12 @@ def _fit_stats(values: list[float], channels: int) -> list[float]:
     return values if channels == len(values) else [float(np.mean(values))] * channels
 
 
+def input_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (N, H, W, C) images scaled to [0, 1] (std floored)."""
+    pixels = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
+    return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
+
+
 def count_params(model: nn.Module) -> int:
     """Trainable and frozen parameters (buffers such as BatchNorm statistics excluded)."""
     return sum(p.numel() for p in model.parameters())

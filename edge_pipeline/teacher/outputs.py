@@ -1,7 +1,10 @@
-"""Outputs of the train stage: artifacts with the ONNX parity gate, metrics, plots, report, MLflow.
+"""What the train stage hands to later stages: data/train/ (with the ONNX parity gate) and metrics.
 
-Shapes: N test images, K classes. Every file is built in a temporary sibling and renamed into place
-(`edge_pipeline.core.common.atomic_path`), so a failed parity check or a crash leaves the previous outputs.
+Shapes: N images of a split, K classes. data/train/ holds `catalog.TEACHER_STATE` (a plain
+state_dict), `TEACHER_ONNX` (input `input` float32 (N, C, H, W) = x / 255, output `logits`
+(N, K)), `TEACHER_LOGITS` for train and val (float32 (N_split, K)), `META` and `MODELS`. The folder
+is built in a temporary sibling and renamed into place (`edge_pipeline.core.io.atomic_path`), so a
+failed parity check or a crash leaves the previous outputs.
 """
 
 from __future__ import annotations
@@ -9,24 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import numpy as np
+import torch
+from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
 )
 
-from edge_pipeline.artifacts.catalog import StagePaths  # noqa
-from edge_pipeline.core.io import atomic_path, write_json  # noqa
-from edge_pipeline.core.plots import confusion_figure  # noqa
-
-MIN_TOP1_AGREEMENT = 1.0  # the ONNX model must pick the same class as torch on every test image
+from edge_pipeline.artifacts.catalog import (
+    META,
+    MODELS,
+    TEACHER_LOGITS,
+    TEACHER_ONNX,
+    TEACHER_STATE,
+)
+from edge_pipeline.config.teacher import Train
+from edge_pipeline.core.io import atomic_path, write_json
+from edge_pipeline.teacher.fit import TrainedTeacher
+from edge_pipeline.teacher.models import count_macs, count_params, export_onnx, onnx_parity
 
 
 def evaluate(y_true: np.ndarray, logits: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -57,191 +62,112 @@ def evaluate(y_true: np.ndarray, logits: np.ndarray, classes: list[str]) -> dict
     }
 
 
+def teacher_meta(run: TrainedTeacher, p: Train, d: dict[str, Any]) -> dict[str, Any]:
+    """meta.json: what a later stage needs to rebuild, feed and describe the teacher.
+
+    `d` is `load_fit_sets()`: uint8 (N, H, W, C) images, the K class names.
+    """
+    model, result = run.model, run.result
+    _, h, w, c = d["x_train"].shape
+    return {
+        "arch": p.arch,
+        "weights": p.weights,
+        "classes": d["classes"],
+        "in_channels": c,
+        "image_size": [h, w],
+        "layout": "NCHW",
+        "input": "input",
+        "output": "logits",
+        "input_scale": "float32 x / 255; normalisation (mean, std) is inside the model",
+        "mean": model.mean.flatten().tolist(),
+        "std": model.std.flatten().tolist(),
+        "params": count_params(model),
+        "macs": count_macs(model, (c, h, w)),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "seed": p.seed,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnx_opset": p.onnx_opset,
+        "n_train": len(d["y_train"]),
+        "n_val": len(d["y_val"]),
+    }
+
+
+def models_entry(meta: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's `models.json` entry (read by benchmark)."""
+    return {
+        "name": "teacher_fp32",
+        "file": TEACHER_ONNX,
+        "runtime": "onnxruntime",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "source": None,
+        "params": meta["params"],
+        "macs": meta["macs"],
+        "description": f"{meta['arch']} teacher (PyTorch -> ONNX opset "
+        f"{meta['onnx_opset']}), input float32 x / 255",
+    }
+
+
 def write_artifacts(
     out_dir: Path,
-    model: Any,
+    model: torch.nn.Module,
     meta: dict[str, Any],
     logits: dict[str, np.ndarray],
     x_test: np.ndarray,
+    *,
+    min_top1_agreement: float,
 ) -> dict[str, float]:
     """Write data/train (state_dict, ONNX, logits, meta, models.json); returns the ONNX parity.
 
-    Raises RuntimeError, writing nothing, if ONNX and torch disagree on a test image's class.
+    Args:
+        logits: "train", "val", "test" -> torch's float32 (N_split, K) logits.
+        x_test: uint8 (N_test, H, W, C) test images, run through the ONNX model.
+        min_top1_agreement: `train.onnx_min_top1_agreement`.
+
+    Raises RuntimeError, writing nothing, if ONNX picks torch's class on fewer test images.
     """
-    import torch
-
-    from edge_pipeline.teacher.models import export_onnx, onnx_parity
-
     shape = (meta["in_channels"], *meta["image_size"])
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        torch.save(model.state_dict(), tmp / "teacher.pt")
-        export_onnx(model, tmp / "teacher.onnx", input_shape=shape, opset=meta["onnx_opset"])
+        torch.save(model.state_dict(), tmp / TEACHER_STATE)
+        export_onnx(model, tmp / TEACHER_ONNX, input_shape=shape, opset=meta["onnx_opset"])
         x = np.ascontiguousarray(x_test.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-        parity = onnx_parity(tmp / "teacher.onnx", x, logits["test"])
-        if parity["top1_agreement"] < MIN_TOP1_AGREEMENT:
+        parity = onnx_parity(tmp / TEACHER_ONNX, x, logits["test"])
+        if parity["top1_agreement"] < min_top1_agreement:
             raise RuntimeError(
-                f"teacher.onnx disagrees with torch on {1 - parity['top1_agreement']:.2%} of the "
-                f"test images (max |logit diff| {parity['max_abs_diff']:.3g}); try another "
+                f"{TEACHER_ONNX} disagrees with torch on {1 - parity['top1_agreement']:.2%} of "
+                f"the test images (max |logit diff| {parity['max_abs_diff']:.3g}; "
+                f"train.onnx_min_top1_agreement is {min_top1_agreement}); try another "
                 "train.onnx_opset, or report the architecture as not exportable"
             )
-        np.save(tmp / "logits_train.npy", logits["train"].astype(np.float32))
-        np.save(tmp / "logits_val.npy", logits["val"].astype(np.float32))
-        write_json(tmp / "meta.json", meta | {"onnx_parity": parity})
-        write_json(
-            tmp / "models.json",
-            [
-                {
-                    "name": "teacher_fp32",
-                    "file": "teacher.onnx",
-                    "runtime": "onnxruntime",
-                    "layout": "NCHW",
-                    "dtype": "float32",
-                    "source": None,
-                    "params": meta["params"],
-                    "macs": meta["macs"],
-                    "description": f"{meta['arch']} teacher (PyTorch -> ONNX opset "
-                    f"{meta['onnx_opset']}), input float32 x / 255",
-                }
-            ],
-        )
+        for split in ("train", "val"):
+            np.save(tmp / TEACHER_LOGITS.format(split=split), logits[split].astype(np.float32))
+        write_json(tmp / META, meta | {"onnx_parity": parity})
+        write_json(tmp / MODELS, [models_entry(meta)])
     return parity
 
 
-def _curves_figure(history: pd.DataFrame) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train loss")
-    ax2 = ax.twinx()
-    ax2.plot(history["epoch"], history["val_macro_f1"], "s-", color="C1", label="val macro-F1")
-    ax2.set_ylabel("val macro-F1")
-    fig.legend(loc="upper center", ncol=2)
-    fig.tight_layout()
-    return fig
-
-
-def _save(fig: plt.Figure, *paths: Path) -> None:
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-
-
-def write_outputs(
-    paths: StagePaths,
-    metrics: dict[str, Any],
-    history: list[dict[str, float]],
-    y_test: np.ndarray,
-    test_logits: np.ndarray,
-    classes: list[str],
+def stage_metrics(
+    run: TrainedTeacher,
     meta: dict[str, Any],
-) -> dict[str, plt.Figure]:
-    """plots/train/ (history.csv, test_predictions.csv, PNGs) and reports/train/ (report + PNGs)."""
-    pred = test_logits.argmax(1)
-    table = pd.DataFrame(history)[
-        ["epoch", "train_loss", "val_macro_f1", "val_acc", "lr", "seconds"]
-    ]
-    figures = {
-        "confusion_matrix.png": confusion_figure(y_test, pred, classes, title="Teacher, test set"),
-        "training_curves.png": _curves_figure(table),
+    d: dict[str, Any],
+    *,
+    parity: dict[str, float],
+    device: torch.device,
+) -> dict[str, Any]:
+    """metrics/train.json: `evaluate` on the test set plus training and model figures."""
+    result = run.result
+    return evaluate(d["y_test"], run.logits["test"], d["classes"]) | {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "best_val_macro_f1": result.best_val_macro_f1,
+        "train_seconds": round(result.train_seconds, 2),
+        "train_images_per_s": round(result.images_per_s, 1),
+        "threads": meta["threads"],
+        "device": str(device),
+        "params": meta["params"],
+        "macs": meta["macs"],
+        "onnx": parity,
     }
-    with atomic_path(paths.plots) as tmp:
-        tmp.mkdir()
-        table.round(6).to_csv(tmp / "history.csv", index=False)
-        pd.DataFrame(
-            {"actual": np.array(classes)[y_test], "predicted": np.array(classes)[pred]}
-        ).to_csv(tmp / "test_predictions.csv", index=False)
-        for name, fig in figures.items():
-            _save(fig, tmp / name)
-    with atomic_path(paths.reports) as tmp:
-        tmp.mkdir()
-        for name, fig in figures.items():
-            _save(fig, tmp / name)
-        (tmp / "report.md").write_text(render_report(metrics, table, meta))
-    return figures
-
-
-def render_report(metrics: dict[str, Any], history: pd.DataFrame, meta: dict[str, Any]) -> str:
-    """The human-readable summary of reports/train/report.md."""
-    per_class = pd.DataFrame(metrics["per_class"]).T.rename_axis("class")
-    per_class["support"] = per_class["support"].astype(int)
-    # object dtype keeps integer columns (epoch, support) out of the float format
-    per_class, epochs = per_class.astype(object), history.drop(columns="lr").astype(object)
-    onnx = metrics["onnx"]
-    lines = [
-        f"# Teacher: {meta['arch']} ({meta['weights'] or 'trained from scratch'})",
-        "",
-        f"- Test: accuracy **{metrics['test_accuracy']:.4f}**, macro-F1 "
-        f"**{metrics['test_macro_f1']:.4f}** on {metrics['n_test']} images.",
-        f"- Best epoch {metrics['best_epoch']} of {metrics['epochs_run']} run "
-        f"(val macro-F1 {metrics['best_val_macro_f1']:.4f}); early stopping on val macro-F1.",
-        f"- Training: {metrics['train_seconds']:.1f} s wall (validation included), "
-        f"{metrics['train_images_per_s']:.0f} train images/s on {metrics['device']} with "
-        f"{metrics['threads']} torch thread(s); {meta['n_train']} train images per epoch.",
-        f"- Model: {meta['params']:,} parameters, {meta['macs']:,} MACs per "
-        f"{meta['in_channels']}x{meta['image_size'][0]}x{meta['image_size'][1]} image.",
-        f"- ONNX (opset {meta['onnx_opset']}): max |logit diff| {onnx['max_abs_diff']:.2e}, "
-        f"top-1 agreement {onnx['top1_agreement']:.2%} on the test set.",
-        "",
-        "## Per class (test)",
-        "",
-        per_class.to_markdown(floatfmt=".3f"),  # pandas -> tabulate (a dvc dependency)
-        "",
-        "## Epochs",
-        "",
-        epochs.to_markdown(index=False, floatfmt=".4f"),
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
-        "![training curves](training_curves.png)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def log_to_mlflow(
-    mlflow: Any,
-    model: Any,
-    metrics: dict[str, Any],
-    figures: dict[str, plt.Figure],
-    reports_dir: Path,
-    example: np.ndarray,
-) -> None:
-    """Final metrics, figures, the report and the model (pytorch flavour, pt2 format) to MLflow.
-
-    `example`: uint8 (2, H, W, C) test images, the model's input example after x / 255 and NCHW.
-    """
-    import torch
-    import torchvision
-    from mlflow.models import infer_signature
-
-    final = {
-        "test/accuracy": metrics["test_accuracy"],
-        "test/macro_f1": metrics["test_macro_f1"],
-        "best_epoch": metrics["best_epoch"],
-        "train/seconds": metrics["train_seconds"],
-        "train/images_per_s": metrics["train_images_per_s"],
-        "onnx/max_abs_diff": metrics["onnx"]["max_abs_diff"],
-        "onnx/top1_agreement": metrics["onnx"]["top1_agreement"],
-    }
-    mlflow.log_metrics(final)
-    for name, fig in figures.items():
-        mlflow.log_figure(fig, name)
-        plt.close(fig)
-    mlflow.log_artifact(str(reports_dir / "report.md"))
-    x = np.ascontiguousarray(example.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-    with torch.no_grad():
-        out = model.eval()(torch.from_numpy(x)).numpy()
-    # pt2 (torch.export) is the safe, code-free format; explicit requirements skip MLflow's slow
-    # requirement inference, which would re-load the model in a subprocess.
-    mlflow.pytorch.log_model(
-        model,
-        name="teacher",
-        input_example=x,
-        signature=infer_signature(x, out),
-        serialization_format="pt2",
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"torchvision=={torchvision.__version__.split('+')[0]}",
-        ],
-    )

@@ -1,4 +1,5 @@
-"""edge_pipeline/artifacts/datasets.py: the loaders return what the stages wrote, in contract order and dtypes."""
+"""edge_pipeline/artifacts/datasets.py: the loaders return what the stages wrote, in contract
+order and dtypes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""edge_pipeline/teacher/models.py: small-input adaptation, weights loading from the cache only, MACs, ONNX."""
+"""edge_pipeline/teacher/models.py: small-input adaptation, weights from the cache only, MACs,
+ONNX."""
 
 from __future__ import annotations
 
