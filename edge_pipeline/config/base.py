@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 
 class Section(BaseModel):
@@ -60,7 +60,7 @@ def explain(err: ValidationError, *, prefix: str, model: type[BaseModel]) -> str
 class Augment(Section):
     """Per-image training augmentation (torchvision v2 on the teacher, tf.data on the student)."""
 
-    hflip: bool = False  # off for digits and text: a mirrored 2 is not a 2
+    hflip: StrictBool = False  # off for digits and text: a mirrored 2 is not a 2
     rotation_deg: float = Field(10.0, ge=0, le=180)  # random rotation in [-deg, deg]
     crop_padding: int = Field(1, ge=0, le=64)  # pad every side, random-crop back to H x W
     color_jitter: float = Field(0.0, ge=0, le=1)  # brightness/contrast strength
