@@ -11,10 +11,10 @@ from edge_pipeline.artifacts.catalog import CHOSEN, stage_paths
 from edge_pipeline.config import load_section
 from edge_pipeline.config.registry import Register
 from edge_pipeline.core.entry import run_stage
-from edge_pipeline.core.io import read_json, write_json
+from edge_pipeline.core.io import write_json
 from edge_pipeline.core.logs import setup_logging
 from edge_pipeline.core.tracking import stage_run
-from edge_pipeline.registry.model_registry import attach_reports, register_chosen
+from edge_pipeline.registry.model_registry import attach_reports, read_chosen, register_chosen
 
 STAGE = "register"
 
@@ -23,7 +23,7 @@ def main() -> None:
     setup_logging(STAGE)
     p: Register = load_section(STAGE)
     chosen_path = stage_paths("benchmark").data / CHOSEN
-    chosen = read_json(chosen_path)
+    chosen = read_chosen(chosen_path)
     paths = stage_paths(STAGE)
     with stage_run(STAGE, p.to_dict()) as mlflow:
         attach_reports(mlflow, paths.reports.parent, chosen_path)

@@ -10,6 +10,7 @@ alias `challenger`; edge_pipeline/registry/promotion.py:decide says whether it a
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +31,24 @@ from edge_pipeline.registry.promotion import (
 
 ATTACHED_REPORTS = ("benchmark", "agreement", "clean")  # reports/<stage>, when present
 log = logging.getLogger(__name__)
+
+
+CHOSEN_KEYS = ("chosen", "model", "per_runtime", "input_shape", "classes")
+
+
+def read_chosen(path: Path) -> dict[str, Any]:
+    """data/benchmark/chosen.json (edge_pipeline/edge/benchmark_outputs.py:chosen_record)."""
+    fix = "re-run the benchmark stage (`dvc repro benchmark`)"
+    try:
+        chosen = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found; {fix}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} line {e.lineno}: invalid JSON ({e.msg}); {fix}") from None
+    missing = [k for k in CHOSEN_KEYS if not isinstance(chosen, dict) or k not in chosen]
+    if missing:
+        raise InputError(f"{path}: missing keys {missing}; {fix}")
+    return chosen
 
 
 def current_champion(client: Any, model_name: str) -> Champion | None:

@@ -16,7 +16,8 @@ import yaml
 
 from edge_pipeline.config import load_section
 from edge_pipeline.config.registry import Register
-from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError
+from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
+from edge_pipeline.registry.model_registry import read_chosen
 from edge_pipeline.registry.promotion import Candidate, Champion, decide
 from tests._edge_models import _onnx_linear
 
@@ -96,6 +97,20 @@ def test_params_errors_name_the_key(tmp_path: Path, params: dict, message: str) 
     path.write_text(yaml.safe_dump({"register": params}))
     with pytest.raises(ConfigError, match="^params.yaml " + message):
         load_section("register", path)
+
+
+def test_chosen_json_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "chosen.json"
+    with pytest.raises(InputError, match="chosen.json: not found; re-run the benchmark stage"):
+        read_chosen(path)
+    path.write_text('{"chosen": null,\n oops}')
+    with pytest.raises(InputError, match="line 2: invalid JSON"):
+        read_chosen(path)
+    path.write_text('{"chosen": null, "model": null}')
+    with pytest.raises(
+        InputError, match=r"missing keys \['per_runtime', 'input_shape', 'classes'\]"
+    ):
+        read_chosen(path)
 
 
 def test_stage_exits_78_on_a_params_error_naming_the_key(tmp_path: Path) -> None:
