@@ -58,15 +58,6 @@ def _models() -> list[tuple[str, Any, tuple[int, int, int], int]]:
     return [*out, ("MobileNetV2 1.0 224x224", mnv2, (224, 224, 3), 20)]
 
 
-def _interpreter(model: bytes, *, delegate: bool) -> Any:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kind = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    it = Interpreter(model_content=model, num_threads=1, experimental_op_resolver_type=kind)
-    it.allocate_tensors()
-    return it
-
-
 def _p50_us(variants: dict[str, Any], x: np.ndarray, runs: int) -> dict[str, float]:
     """Median invoke time per variant over ROUNDS interleaved rounds of `runs` invokes."""
     from edge_pipeline.edge.runtimes import quantize
@@ -88,6 +79,7 @@ def _p50_us(variants: dict[str, Any], x: np.ndarray, runs: int) -> dict[str, flo
 
 def run() -> dict[str, Any]:
     from edge_pipeline.compression.tflite import to_tflite
+    from edge_pipeline.edge.runtimes import litert_interpreter
 
     rng = np.random.default_rng(0)
     flags = cpu_flags()
@@ -98,9 +90,9 @@ def run() -> dict[str, Any]:
         fp32, int8 = to_tflite(model), to_tflite(model, representative=rep)
         p50 = _p50_us(
             {
-                "fp32_xnnpack": _interpreter(fp32, delegate=True),
-                "fp32_builtin": _interpreter(fp32, delegate=False),
-                "int8_xnnpack": _interpreter(int8, delegate=True),
+                "fp32_xnnpack": litert_interpreter(fp32, threads=1),
+                "fp32_builtin": litert_interpreter(fp32, threads=1, default_delegates=False),
+                "int8_xnnpack": litert_interpreter(int8, threads=1),
             },
             rep[:1],
             runs,

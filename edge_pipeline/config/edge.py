@@ -1,9 +1,64 @@
-"""TEMPORARY permissive sections (edge); replaced by the typed schema."""
+"""params.yaml `benchmark`: the edge benchmark (tasks/benchmark.py), its gates and serving model."""
 
-from pydantic import ConfigDict
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
 
 from edge_pipeline.config.base import Section
 
+Positive = Annotated[float, Field(gt=0)]
+
+
+class Gates(Section):
+    """Deployment gates a candidate must pass to be chosen; latency is batch 1, 1 thread."""
+
+    max_size_mb: float = Field(5.0, gt=0)  # file size, decimal MB
+    max_accuracy_drop_pts: float = Field(1.0, ge=0)  # below the reference
+    max_latency_ms_p95: float = Field(10.0, gt=0)  # batch 1, 1 thread
+
+
+class Serving(Section):
+    """Dynamic batching of the chosen model vs batch 1 (virtual time, measured batch latencies)."""
+
+    max_batch: int = Field(32, ge=1)  # requests run as one batch at most
+    max_wait_ms: float = Field(5.0, ge=0)  # the oldest queued request waits at most this long
+    rates: list[Positive] = Field([500, 2000, 8000], min_length=1)  # Poisson requests/s
+    duration_s: float = Field(2.0, gt=0)  # simulated seconds of arrivals per rate
+    seed: int = 0  # arrivals of rate k use seed + k
+
 
 class Benchmark(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """Every runtime artifact of `models_from` measured side by side; the edge model chosen."""
+
+    # stages whose models.json is benchmarked (onnxruntime/litert entries)
+    models_from: list[str] = Field(["train", "qat", "export"], min_length=1)
+    # ORT intra_op_num_threads / LiteRT num_threads; must include 1 (gates, ratios)
+    threads: list[Annotated[int, Field(ge=1)]] = Field([1, 2], min_length=1)
+    repeats: int = Field(5, ge=1)  # latency repetitions; the p50 spread across them is reported
+    warmup: int = Field(20, ge=1)  # batch-1 calls before timing
+    iters: int = Field(200, ge=1)  # timed batch-1 calls per repetition (at least)
+    # ... and enough calls to fill this many seconds: microsecond models need thousands
+    min_repeat_s: float = Field(0.5, ge=0, le=60)
+    max_iters: int = Field(20_000, ge=1)  # ... but never more calls than this per repetition
+    max_p50_spread_pct: float = Field(10.0, gt=0)  # NOISY flag above this p50 spread
+    batch: int = Field(32, ge=1)  # batch for accuracy and throughput
+    # ratios (speed-up, size reduction, accuracy change) are against it
+    baseline: str = "train/teacher_fp32"
+    # accuracy gate reference (the FP32 student); `stage/name` or a unique name
+    reference: str = "qat/student_fp32"
+    # ids eligible as the edge model; null = every model but the baseline
+    candidates: list[str] | None = None
+    # best passing candidate by this; the other two break ties
+    choose_by: Literal["latency", "accuracy", "size"] = "latency"
+    timeout_s: float = Field(600, gt=0)  # per child process
+    gates: Gates = Gates()
+    serving: Serving = Serving()
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_include_one(cls, threads: list[int]) -> list[int]:
+        if 1 not in threads:
+            raise ValueError("must include 1 (gates and ratios are taken at 1 thread)")
+        return threads

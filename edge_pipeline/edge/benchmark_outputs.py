@@ -1,23 +1,18 @@
-"""Reports of the benchmark stage: the Markdown table read first, the CSV, DVC metrics and plots."""
+"""Outputs of the benchmark stage: data/benchmark/{results,chosen}.json for register, the report
+(Markdown table read first, CSV), DVC metrics and plots, all from `run_benchmark`'s record."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from edge_pipeline.artifacts.catalog import StagePaths
-from edge_pipeline.core.io import atomic_path
+from edge_pipeline.artifacts.catalog import CHOSEN, RESULTS, StagePaths
+from edge_pipeline.core.io import atomic_path, write_json
+from edge_pipeline.core.tracking import flatten
 from edge_pipeline.edge.benchmark_plots import write_plots
-
-TARGETS = {
-    "speedup_vs_teacher": 4.0,
-    "size_reduction_vs_teacher": 10.0,
-    "max_accuracy_drop_vs_teacher_pts": 1.0,
-    "int8_vs_fp32_speedup": 2.5,
-    "max_p50_spread_pct": 10.0,
-}
 
 
 def threads_of(out: dict[str, Any]) -> list[str]:
@@ -63,8 +58,9 @@ def table(out: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flags(out: dict[str, Any]) -> list[str]:
-    """Warnings a person must see: INT8 slower than its FP32 source, unrepeatable latencies."""
+def flags(out: dict[str, Any], *, max_spread_pct: float) -> list[str]:
+    """Warnings a person must see: INT8 slower than its FP32 source, and latencies whose p50
+    spread across repetitions is above `max_spread_pct` (benchmark.max_p50_spread_pct)."""
     lines = []
     for r in out["models"]:
         if r["vs_fp32"] and r["vs_fp32"]["int8_slower"]:
@@ -74,10 +70,11 @@ def flags(out: dict[str, Any]) -> list[str]:
                 "int8 dot-product instructions: `python -m benchmarks int8` measures this CPU)"
             )
         for t, lat in r["latency_ms"].items():
-            if lat["p50_spread_pct"] > TARGETS["max_p50_spread_pct"]:
+            if lat["p50_spread_pct"] > max_spread_pct:
                 lines.append(
                     f"NOISY: {r['id']} p50 spread {lat['p50_spread_pct']:.1f}% across "
-                    f"repetitions at {t} thread(s) (target < 10%; is the machine idle?)"
+                    f"repetitions at {t} thread(s) (target < {max_spread_pct:g}%; is the machine "
+                    "idle?)"
                 )
     return lines
 
@@ -176,19 +173,17 @@ def metrics_of(out: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def numeric(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Flatten to {'a.b': number} for MLflow (booleans become 0/1, strings are dropped)."""
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= numeric(v, f"{key}.")
-        elif isinstance(v, (bool, int, float, np.number)) and np.isfinite(float(v)):
-            out[key] = float(v)
-    return out
+def numeric(d: dict[str, Any]) -> dict[str, float]:
+    """{'a.b': number} for MLflow metrics (booleans become 0/1; strings, lists, NaN are dropped)."""
+    flat = flatten(d)
+    return {
+        k: float(v)
+        for k, v in flat.items()
+        if isinstance(v, bool | int | float) and math.isfinite(float(v))
+    }
 
 
-def markdown(out: dict[str, Any]) -> str:
+def markdown(out: dict[str, Any], *, max_spread_pct: float) -> str:
     """The Markdown report: the table, the verdicts, the flags and the serving comparison."""
     threads = threads_of(out)
     head = [
@@ -247,7 +242,8 @@ def markdown(out: dict[str, Any]) -> str:
         f"- `{r['id']}`: {r['gmacs_per_s']:.3f} GMAC/s = {r['peak_fraction']:.1%} of peak"
         for r in out["models"]
     ]
-    lines += ["", "## Flags", "", *(f"- {f}" for f in flags(out) or ["none"])]
+    noted = flags(out, max_spread_pct=max_spread_pct) or ["none"]
+    lines += ["", "## Flags", "", *(f"- {f}" for f in noted)]
     if out["serving"]:
         s = out["serving"]
         lines += [
@@ -271,11 +267,17 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(out: dict[str, Any], paths: StagePaths) -> None:
-    """reports/benchmark/{benchmark.md,benchmark.csv} and plots/benchmark/."""
+def write_outputs(out: dict[str, Any], paths: StagePaths, *, max_spread_pct: float) -> dict:
+    """Every output of the stage: data/benchmark/{results,chosen}.json, reports/benchmark/
+    {benchmark.md,benchmark.csv}, plots/benchmark/ and metrics/benchmark.json (returned)."""
+    write_json(paths.data / RESULTS, out)
+    write_json(paths.data / CHOSEN, chosen_record(out))
     df = table(out)
     with atomic_path(paths.reports) as d:
         d.mkdir()
         df.to_csv(d / "benchmark.csv", index=False)
-        (d / "benchmark.md").write_text(markdown(out))
+        (d / "benchmark.md").write_text(markdown(out, max_spread_pct=max_spread_pct))
     write_plots(out, df, paths.plots)
+    metrics = metrics_of(out)
+    write_json(paths.metrics, metrics)
+    return metrics

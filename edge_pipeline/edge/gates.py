@@ -1,24 +1,17 @@
 """Comparisons, deployment gates and the choice of the edge model, on benchmark results.
 
-A result is one model's dict from `tasks.benchmark.benchmark_model` (figures at 1 thread under
-`latency_ms["1"]`); these functions are pure and shared by the benchmark stage and its tests.
+A result is one model's dict from `edge_pipeline.edge.benchmarking.benchmark_model` (figures at 1
+thread under `latency_ms["1"]`); these functions are pure. The gate limits are params.yaml
+`benchmark.gates` (edge_pipeline/config/edge.py:Gates).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from edge_pipeline.config.edge import Gates
+
 EPS_PTS = 1e-9  # float slack: a drop of exactly the limit (0.91 - 0.90 = 1.0000000000000009) passes
-
-
-@dataclass(frozen=True)
-class Gates:
-    """Deployment gates; latency is the batch-1 p95 at 1 thread."""
-
-    max_size_mb: float = 5.0
-    max_accuracy_drop_pts: float = 1.0
-    max_latency_ms_p95: float = 10.0
 
 
 def fp32_counterpart(r: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -1,9 +1,9 @@
 """Measurements that run in a fresh child process each, so memory and timing figures stay per model.
 
-`run_isolated("edge_pipeline.edge.measure:measure_model", {...})` pickles the call to `python -m edge_pipeline.edge.measure`,
-which imports only numpy, the model's runtime and this package's light modules (never torch or
-TensorFlow), runs it and pickles the result back. The parent turns raw timings into statistics
-(`latency_stats`).
+`run_isolated("edge_pipeline.edge.measure:measure_model", {...})` pickles the call to
+`python -m edge_pipeline.edge.measure`, which imports only numpy, the model's runtime and this
+package's light modules (never torch or TensorFlow), runs it and pickles the result back. The
+parent turns raw timings into statistics (`latency_stats`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PERCENTILES = (50, 90, 95, 99)
-MAX_ITERS = 20_000  # per repetition, whatever min_repeat_s asks
 
 
 def run_isolated(target: str, kwargs: dict[str, Any], *, timeout_s: float = 600.0) -> Any:
@@ -81,6 +81,15 @@ def time_calls(fn: Callable[[np.ndarray], Any], inputs: list[np.ndarray], *, n: 
     return out
 
 
+def calls_per_repetition(
+    times: np.ndarray, *, iters: int, min_repeat_s: float, max_iters: int
+) -> int:
+    """Timed calls per repetition: at least `iters`, enough to fill `min_repeat_s` at the median
+    call time of `times` (seconds), at most `max_iters` (never below `iters`)."""
+    per_call = max(float(np.median(times)), 1e-9)
+    return max(iters, min(max_iters, math.ceil(min_repeat_s / per_call)))
+
+
 def measure_model(
     *,
     path: str,
@@ -92,7 +101,8 @@ def measure_model(
     warmup: int,
     iters: int,
     batch: int,
-    min_repeat_s: float = 0.0,
+    min_repeat_s: float,
+    max_iters: int,
 ) -> dict[str, Any]:
     """Everything the benchmark measures for one model (run it through `run_isolated`).
 
@@ -101,8 +111,8 @@ def measure_model(
 
     Returns:
         logits: float32 (N, K) from the runtime at `threads[0]` threads, batches of `batch`.
-        latency_s: {threads: float (repeats, I)} batch-1 seconds per call, I = max(iters, the calls
-            that fill `min_repeat_s`), after a warm-up of `warmup` calls plus I more: a 50 us model
+        latency_s: {threads: float (repeats, I)} batch-1 seconds per call, I from
+            `calls_per_repetition`, after a warm-up of `warmup` calls plus I more: a 50 us model
             timed for only 200 calls (10 ms) gives p50s that wander by tens of percent.
         throughput_ips: {threads: images/s at batch `batch`} (median of max(5, repeats) calls).
         base_rss_bytes: RSS after importing the runtime, before loading the model.
@@ -118,14 +128,13 @@ def measure_model(
     singles = [xf[i : i + 1] for i in range(len(xf))]
     big = np.resize(xf, (batch, *xf.shape[1:]))  # tiles the test set when N < batch
     out: dict[str, Any] = {"latency_s": {}, "throughput_ips": {}}
+    calls = partial(
+        calls_per_repetition, iters=iters, min_repeat_s=min_repeat_s, max_iters=max_iters
+    )
     for t in threads:
         runner = open_runner(path, runtime=runtime, layout=layout, threads=t)
         if "logits" not in out:
             out["logits"] = predict_batched(runner, xf, batch=batch)
-
-        def calls(times: np.ndarray) -> int:  # per repetition, from a median call time
-            per_call = max(float(np.median(times)), 1e-9)
-            return max(iters, min(MAX_ITERS, math.ceil(min_repeat_s / per_call)))
 
         warm = time_calls(runner.predict, singles, n=warmup)
         # one repetition's worth more settles caches and clocks; its median (not the cold

@@ -17,6 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_pipeline.artifacts.catalog import MODELS
+from edge_pipeline.core.errors import ConfigError, InputError
+
 EDGE_RUNTIMES = ("onnxruntime", "litert")
 REQUIRED_KEYS = ("name", "file", "runtime", "layout", "dtype", "source", "params", "macs")
 LAYOUTS = ("NCHW", "NHWC")
@@ -50,16 +53,17 @@ class ModelSpec:
 def read_models_json(path: Path, *, stage: str) -> list[ModelSpec]:
     """Parse one `data/<stage>/models.json`, keeping the entries an edge runtime runs.
 
-    Entries of other runtimes (keras, torch) are skipped. Fails naming the file, entry and key.
+    Entries of other runtimes (keras, torch) are skipped. An InputError names the file, entry,
+    key and the fix.
     """
     if not path.is_file():
-        raise ValueError(f"{path}: not found; run `dvc repro {stage}` first")
+        raise InputError(f"{path}: not found; run `dvc repro {stage}` first")
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} line {e.lineno}: invalid JSON ({e.msg}); re-run {stage}") from e
+        raise InputError(f"{path} line {e.lineno}: invalid JSON ({e.msg}); re-run {stage}") from e
     if not isinstance(entries, list):
-        raise ValueError(
+        raise InputError(
             f"{path}: expected a JSON list of model entries, got {type(entries).__name__}"
         )
     specs = []
@@ -67,15 +71,15 @@ def read_models_json(path: Path, *, stage: str) -> list[ModelSpec]:
         where = f"{path} entry {i} ({entry.get('name', '?') if isinstance(entry, dict) else '?'})"
         missing = [k for k in REQUIRED_KEYS if not isinstance(entry, dict) or k not in entry]
         if missing:
-            raise ValueError(f"{where}: missing keys {missing}; the {stage} stage must write them")
+            raise InputError(f"{where}: missing keys {missing}; the {stage} stage must write them")
         if entry["runtime"] not in EDGE_RUNTIMES:
             continue
         for key, allowed in (("layout", LAYOUTS), ("dtype", DTYPES)):
             if entry[key] not in allowed:
-                raise ValueError(f"{where}: {key}={entry[key]!r} is not one of {list(allowed)}")
+                raise InputError(f"{where}: {key}={entry[key]!r} is not one of {list(allowed)}")
         file = path.parent / entry["file"]
         if not file.is_file():
-            raise ValueError(f"{where}: model file {file} does not exist; re-run {stage}")
+            raise InputError(f"{where}: model file {file} does not exist; re-run {stage}")
         specs.append(
             ModelSpec(
                 id=str(entry["name"]),
@@ -97,9 +101,7 @@ def read_models_json(path: Path, *, stage: str) -> list[ModelSpec]:
 def load_models(data_root: Path, stages: list[str]) -> list[ModelSpec]:
     """The edge-runtime models of `data_root/<stage>/models.json` for `stages`, ids unique."""
     specs = [
-        s
-        for stage in stages
-        for s in read_models_json(data_root / stage / "models.json", stage=stage)
+        s for stage in stages for s in read_models_json(data_root / stage / MODELS, stage=stage)
     ]
     names = [s.name for s in specs]
     return [
@@ -110,8 +112,6 @@ def load_models(data_root: Path, stages: list[str]) -> list[ModelSpec]:
 
 def find_model(specs: list[ModelSpec], key: str, *, param: str) -> ModelSpec:
     """The model whose id, `stage/name` or unique name is `key` (else ConfigError on `param`)."""
-    from edge_pipeline.core.errors import ConfigError
-
     hits = [s for s in specs if key in (s.id, f"{s.stage}/{s.name}")] or [
         s for s in specs if s.name == key
     ]
@@ -162,10 +162,7 @@ class LiteRTRunner:
     """ai-edge-litert interpreter with `threads` threads; resizes the batch dimension on demand."""
 
     def __init__(self, path: str, *, layout: str, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_path=path, num_threads=threads)
-        self.interpreter.allocate_tensors()
+        self.interpreter = litert_interpreter(path, threads=threads)
         self.layout = layout
         self._refresh()
 
@@ -187,6 +184,25 @@ class LiteRTRunner:
         self.interpreter.set_tensor(self.inp["index"], quantize(feed, self.inp))
         self.interpreter.invoke()
         return dequantize(self.interpreter.get_tensor(self.out["index"]), self.out)
+
+
+def litert_interpreter(model: str | bytes, *, threads: int, default_delegates: bool = True) -> Any:
+    """An allocated ai-edge-litert Interpreter of `model` (a .tflite path or its bytes).
+
+    default_delegates: LiteRT's default XNNPACK delegate (what the benchmark measures); False runs
+    the plain builtin kernels.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
+    resolver = (
+        OpResolverType.AUTO
+        if default_delegates
+        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interpreter = Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return interpreter
 
 
 def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

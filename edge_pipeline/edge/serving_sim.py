@@ -3,9 +3,10 @@
 A single worker serves a Poisson request stream. The adaptive scheduler waits, once the worker is
 free and a request is queued, until `max_batch` requests are queued or the oldest one has waited
 `max_wait_s`, then runs them as one batch; batch-1 serving is the same scheduler with `max_batch=1`.
-A batch of b images takes the runtime's measured median latency at batch b (`edge_pipeline.edge.measure.
-batch_latency_table`, interpolated between measured sizes). Virtual time makes the comparison
-deterministic on a shared 2-core machine, where a threaded real-time run measures the neighbours.
+A batch of b images takes the runtime's measured median latency at batch b
+(edge_pipeline/edge/measure.py:batch_latency_table, interpolated between measured sizes). Virtual
+time makes the comparison deterministic on a shared 2-core machine, where a threaded real-time run
+measures the neighbours.
 """
 
 from __future__ import annotations

@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from edge_pipeline.config import load_section
+from edge_pipeline.config.edge import Benchmark, Gates
 from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.edge.benchmark_outputs import flags, numeric
 from edge_pipeline.edge.benchmark_plots import pareto_front
-from edge_pipeline.edge.gates import Gates, add_comparisons, choose, fp32_counterpart, verdict
-from tasks.benchmark import classification_figures, file_sizes, settings_from
+from edge_pipeline.edge.benchmarking import classification_figures, file_sizes
+from edge_pipeline.edge.gates import add_comparisons, choose, fp32_counterpart, verdict
 from tests._edge_models import Zoo, install_zoo, shared_zoo
 
 PEAK = {"float32_gmacs_1t": 10.0, "int8_gmacs_1t": 40.0}
@@ -137,20 +141,49 @@ def test_file_sizes_zip(tmp_path: Path) -> None:
     assert size == 100_000 and zipped < 1_000
 
 
+def test_params_yaml_benchmark_section_is_the_schema_default() -> None:
+    raw = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())["benchmark"]
+    assert Benchmark.model_validate(raw) == Benchmark()
+    assert Benchmark().gates == Gates(max_size_mb=5.0, max_accuracy_drop_pts=1.0,
+                                      max_latency_ms_p95=10.0)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"threads": [2, 4]}, "benchmark.threads"),
-        ({"choose_by": "vibes"}, "benchmark.choose_by='vibes' is not one of"),
-        ({"gates": {"max_size_gb": 1}}, "benchmark.gates: unknown keys ['max_size_gb']"),
-        ({"iter": 5}, "benchmark: unknown keys ['iter']"),
-        ({"repeats": 0}, "benchmark.repeats=0 must be a positive integer"),
-        ({"serving": {"rates": [100, 0]}}, "benchmark.serving="),
+        ({"threads": [2, 4]}, "benchmark.threads=[2, 4]: Value error, must include 1"),
+        ({"threads": [1, 0]}, "benchmark.threads.1=0: Input should be greater than or equal to 1"),
+        ({"choose_by": "vibes"}, "benchmark.choose_by='vibes': Input should be 'latency',"),
+        ({"gates": {"max_size_gb": 1}}, "benchmark.gates.max_size_gb: not an option; "
+                                        "did you mean max_size_mb?"),
+        ({"iter": 5}, "benchmark.iter: not an option; did you mean iters?"),
+        ({"repeats": 0}, "benchmark.repeats=0: Input should be greater than or equal to 1"),
+        ({"repeats": "many"}, "benchmark.repeats='many': Input should be a valid integer"),
+        ({"min_repeat_s": 61}, "benchmark.min_repeat_s=61: Input should be less than or equal"),
+        ({"serving": {"rates": [100, 0]}}, "benchmark.serving.rates.1=0: Input should be greater"),
+        ({"serving": {"rates": []}}, "benchmark.serving.rates=[]: List should have at least 1"),
+        ({"serving": {"max_batch": 0}}, "benchmark.serving.max_batch=0: Input should be greater"),
     ],
-)
-def test_settings_errors_name_the_key(params: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        settings_from(params)
+)  # fmt: skip
+def test_params_errors_name_the_key(tmp_path: Path, params: dict, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"benchmark": params}))
+    with pytest.raises(ConfigError, match="^params.yaml " + message.replace("[", r"\[")):
+        load_section("benchmark", path)
+
+
+def test_noisy_flag_threshold_is_the_param() -> None:
+    r = fake("m") | {"vs_fp32": None}
+    r["latency_ms"]["1"]["p50_spread_pct"] = 12.0
+    out = {"models": [r]}
+    assert flags(out, max_spread_pct=15.0) == []
+    (line,) = flags(out, max_spread_pct=10.0)
+    assert line.startswith("NOISY: m p50 spread 12.0%") and "target < 10%" in line
+
+
+def test_numeric_flattens_for_mlflow() -> None:
+    d = {"a": {"b": 1, "c": True, "d": "x", "e": float("nan")}, "f": 2.5, "g": [1, 2]}
+    assert numeric(d) == {"a.b": 1.0, "a.c": 1.0, "f": 2.5}
 
 
 @pytest.fixture(scope="module")

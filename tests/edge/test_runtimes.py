@@ -9,11 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_pipeline.core.errors import ConfigError
-from edge_pipeline.edge.measure import latency_stats, machine_peak, measure_model, run_isolated
+from edge_pipeline.core.errors import ConfigError, InputError
+from edge_pipeline.edge.measure import (
+    calls_per_repetition,
+    latency_stats,
+    machine_peak,
+    measure_model,
+    run_isolated,
+)
 from edge_pipeline.edge.runtimes import (
     dequantize,
     find_model,
+    litert_interpreter,
     load_models,
     open_runner,
     predict_batched,
@@ -73,16 +80,16 @@ def test_models_json_errors_name_file_entry_and_fix(tmp_path: Path, mutate, mess
     bad = dict(good)
     mutate(bad)
     path.write_text(json.dumps([good, bad]))
-    with pytest.raises(ValueError, match="entry 1") as err:
+    with pytest.raises(InputError, match="entry 1") as err:
         read_models_json(path, stage="export")
     assert str(path) in str(err.value) and message in str(err.value)
 
 
 def test_models_json_missing_or_invalid_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"run `dvc repro qat` first"):
+    with pytest.raises(InputError, match=r"run `dvc repro qat` first"):
         read_models_json(tmp_path / "qat" / "models.json", stage="qat")
     (tmp_path / "models.json").write_text('[{"name": "a",\n oops]')
-    with pytest.raises(ValueError, match="line 2: invalid JSON"):
+    with pytest.raises(InputError, match="line 2: invalid JSON"):
         read_models_json(tmp_path / "models.json", stage="qat")
 
 
@@ -162,7 +169,7 @@ def test_measure_model_in_a_child_process(zoo: Zoo, test_images) -> None:
     raw = run_isolated(
         "edge_pipeline.edge.measure:measure_model",
         dict(path=path, runtime="litert", layout="NHWC", x=x, threads=[1, 2], repeats=3,
-             warmup=2, iters=15, batch=8),
+             warmup=2, iters=15, batch=8, min_repeat_s=0.0, max_iters=20_000),
     )  # fmt: skip
     runner = open_runner(path, runtime="litert", layout="NHWC", threads=1)
     np.testing.assert_allclose(raw["logits"], runner.predict(x.astype(np.float32) / 255), atol=1e-6)
@@ -178,11 +185,33 @@ def test_measure_model_times_enough_calls_to_fill_min_repeat_s(zoo: Zoo, test_im
     path = str(zoo.root / "data" / "qat" / "student_fp32.tflite")
     raw = measure_model(
         path=path, runtime="litert", layout="NHWC", x=x, threads=[1], repeats=2, warmup=3,
-        iters=5, batch=8, min_repeat_s=0.05,
+        iters=5, batch=8, min_repeat_s=0.05, max_iters=20_000,
     )  # fmt: skip
     reps, n = raw["latency_s"][1].shape
     assert reps == 2 and n > 5  # a tiny model needs far more than 5 calls for 50 ms
     assert raw["latency_s"][1].sum(axis=1).min() >= 0.5 * 0.05  # about min_repeat_s each
+
+
+def test_calls_per_repetition_fills_min_repeat_s_within_iters_and_max_iters() -> None:
+    times = np.full(7, 1e-4)  # 0.1 ms per call
+    assert calls_per_repetition(times, iters=10, min_repeat_s=0.05, max_iters=20_000) == 500
+    assert calls_per_repetition(times, iters=800, min_repeat_s=0.05, max_iters=20_000) == 800
+    assert calls_per_repetition(times, iters=10, min_repeat_s=0.05, max_iters=100) == 100
+    assert calls_per_repetition(np.zeros(3), iters=10, min_repeat_s=0.0, max_iters=50) == 10
+
+
+def test_litert_interpreter_from_bytes_with_or_without_default_delegates(zoo: Zoo) -> None:
+    path = zoo.root / "data" / "qat" / "student_fp32.tflite"
+    x = np.random.default_rng(0).random((1, 16, 16, 1), dtype=np.float32)
+    outs = []
+    for default_delegates in (True, False):
+        it = litert_interpreter(path.read_bytes(), threads=1, default_delegates=default_delegates)
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    runner = open_runner(str(path), runtime="litert", layout="NHWC", threads=1)
+    np.testing.assert_allclose(outs[0], runner.predict(x), atol=1e-6)
+    np.testing.assert_allclose(outs[1], outs[0], atol=1e-4)
 
 
 def test_run_isolated_reports_the_child_error() -> None:

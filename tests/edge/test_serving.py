@@ -1,4 +1,4 @@
-"""Dynamic batching scheduler (edge_pipeline.edge.serving_sim): window rules, hand-computed cases, vs batch 1."""
+"""Dynamic batching scheduler (edge/serving_sim.py): window rules, hand-computed cases, batch 1."""
 
 from __future__ import annotations
 

@@ -1,18 +1,27 @@
-"""Promotion: the pure `decide` rule, and the register stage against a temporary MLflow registry."""
+"""Promotion: the pure `decide` rule, the `register` params, and the register stage against a
+temporary MLflow registry."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from edge_pipeline.core.errors import ConfigError
-from tasks.register import Candidate, Champion, decide
+from edge_pipeline.config import load_section
+from edge_pipeline.config.registry import Register
+from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
+from edge_pipeline.registry.model_registry import read_chosen
+from edge_pipeline.registry.promotion import Candidate, Champion, decide
 from tests._edge_models import _onnx_linear
+
+REPO = Path(__file__).parents[2]
 
 RULE = {"tolerance_pts": 0.5, "alert_drop_pct": 5.0}
 
@@ -67,9 +76,53 @@ def test_alert_is_relative_to_the_champion() -> None:
     assert d.promote and not d.alert
 
 
-def test_negative_rule_parameters_are_rejected() -> None:
-    with pytest.raises(ConfigError, match="tolerance_pts"):
-        decide(Candidate("m", 0.9, True), None, tolerance_pts=-1, alert_drop_pct=5)
+def test_params_yaml_register_section_is_the_schema_default() -> None:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["register"]
+    assert Register.model_validate(raw) == Register()
+    assert Register().to_dict() == RULE | {"model_name": "edge-classifier"}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"tolerance_pts": -1}, "register.tolerance_pts=-1: Input should be greater than or equal"),
+        ({"alert_drop_pct": -0.1}, "register.alert_drop_pct=-0.1: Input should be greater than"),
+        ({"tolerance_pts": "x"}, "register.tolerance_pts='x': Input should be a valid number"),
+        ({"tolerance_pt": 1}, "register.tolerance_pt: not an option; did you mean tolerance_pts?"),
+        ({"model_name": ""}, "register.model_name='': String should have at least 1 character"),
+    ],
+)
+def test_params_errors_name_the_key(tmp_path: Path, params: dict, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"register": params}))
+    with pytest.raises(ConfigError, match="^params.yaml " + message):
+        load_section("register", path)
+
+
+def test_chosen_json_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "chosen.json"
+    with pytest.raises(InputError, match="chosen.json: not found; re-run the benchmark stage"):
+        read_chosen(path)
+    path.write_text('{"chosen": null,\n oops}')
+    with pytest.raises(InputError, match="line 2: invalid JSON"):
+        read_chosen(path)
+    path.write_text('{"chosen": null, "model": null}')
+    with pytest.raises(
+        InputError, match=r"missing keys \['per_runtime', 'input_shape', 'classes'\]"
+    ):
+        read_chosen(path)
+
+
+def test_stage_exits_78_on_a_params_error_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"register": {"tolerance_pts": "x"}}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.register"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert "params.yaml register.tolerance_pts='x'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def write_benchmark_outputs(root: Path, accuracy: float | None) -> None:
@@ -125,7 +178,7 @@ def test_register_promotion_sequence(
     assert better["previous_champion_accuracy"] == pytest.approx(0.95 - 0.05)
     within = run(0.947)  # 0.3 pts below, tolerance 0.5
     assert within["promoted"] and within["champion_version"] == 3
-    with caplog.at_level(logging.WARNING, logger="tasks.register"):
+    with caplog.at_level(logging.WARNING, logger="edge_pipeline.registry.model_registry"):
         worse = run(0.80)  # 15.5% below: keeps v3, alerts
     assert not worse["promoted"] and worse["alert"] and worse["version"] == 4
     assert worse["champion_version"] == 3 and "15.5% below champion v3" in worse["alert_reason"]
