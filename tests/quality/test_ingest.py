@@ -14,7 +14,7 @@ from PIL import Image
 
 from edge_pipeline.config import load_section
 from edge_pipeline.config.quality import Demo, Ingest
-from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.errors import ConfigError, InputError
 from edge_pipeline.quality import ingest_outputs
 from edge_pipeline.quality.demo_data import make_demo
 from edge_pipeline.quality.demo_flaws import bomb_png, corrupt_bytes, png_bytes
@@ -239,7 +239,7 @@ def test_rows_rejected_with_their_csv_line(tmp_path: Path) -> None:
 def test_malformed_csv_names_file_and_header(tmp_path: Path, header: str) -> None:
     write(tmp_path, "x/a.png", png_bytes(digit(1)))
     (tmp_path / "labels.csv").write_text(header + "x/a.png,cat\n" * bool(header))
-    with pytest.raises(ValueError, match=r"labels\.csv.*image,annotator,label"):
+    with pytest.raises(InputError, match=r"labels\.csv.*image,annotator,label"):
         ingest(tmp_path, options=OPTS, annotations=tmp_path / "labels.csv")
 
 
@@ -315,9 +315,9 @@ def test_imagefolder_labels_and_truth(tmp_path: Path) -> None:
 def test_nothing_usable_is_a_clear_error(tmp_path: Path) -> None:
     write(tmp_path, "a/1.png", b"")
     write(tmp_path, "a/2.png", corrupt_bytes("not_image"))
-    with pytest.raises(ValueError, match=r"nothing usable.*'zero_byte': 1.*'undecodable': 1"):
+    with pytest.raises(InputError, match=r"nothing usable.*'zero_byte': 1.*'undecodable': 1"):
         ingest(tmp_path, options=OPTS)
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(ConfigError, match="ingest.source=.*not a directory"):
         ingest(tmp_path / "nope", options=OPTS)
 
 

@@ -13,6 +13,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from edge_pipeline.artifacts import datasets as data
 from edge_pipeline.config.quality import Resample
+from edge_pipeline.core.errors import ConfigError
 from edge_pipeline.quality import resampling
 from tasks import resample, split
 
@@ -149,7 +150,7 @@ def test_main_never_touches_val_or_test(prepared_workspace) -> None:
 def test_main_names_a_bad_strategy(prepared_workspace) -> None:
     prepared_workspace(n_classes=3, per_class=10)
     set_params(sampling_strategy={"7": 10})
-    with pytest.raises(ValueError, match=r"sampling_strategy names unknown classes \['7'\]"):
+    with pytest.raises(ConfigError, match=r"sampling_strategy names unknown classes \['7'\]"):
         resample.main()
     set_params(sampling_strategy={"1": 10, "2": 12})  # by class name: target counts
     resample.main()

@@ -122,3 +122,21 @@ def test_a_negative_seed_is_a_seed_problem(prepared_workspace) -> None:
     prepared_workspace(n_classes=2, per_class=10, params={"split": {"seed": -5}})
     with pytest.raises(ConfigError, match=r"split\.seed=-5: Input should be greater than or equal"):
         split.main()
+
+
+def test_a_params_error_exits_78_with_the_key(prepared_workspace) -> None:
+    """`python -m tasks.split` maps a ConfigError to EXIT_CONFIG, so the flow does not retry."""
+    import os
+    import subprocess
+    import sys
+
+    from edge_pipeline.core.errors import EXIT_CONFIG
+
+    info = prepared_workspace(n_classes=2, per_class=10, params={"split": {"seed": -5}})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.split"],
+        cwd=info["root"], env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert "split.seed=-5" in proc.stderr
