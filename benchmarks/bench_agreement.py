@@ -38,9 +38,13 @@ def synthetic(seed: int = 0):
 
 
 def time_stage(r, truth) -> float:
-    """Seconds for agreement.run on CSVs of the same ratings (writing the CSVs not timed)."""
-    from edge_pipeline.artifacts.catalog import StagePaths
-    from tasks import agreement
+    """Seconds for the whole stage's work on CSVs of the same ratings (read, measure, write every
+    output; writing the input CSVs not timed)."""
+    from edge_pipeline.artifacts.catalog import ANNOTATIONS, CLASSES, MANIFEST, StagePaths
+    from edge_pipeline.config.quality import Agreement
+    from edge_pipeline.core.io import write_json
+    from edge_pipeline.quality.agreement import assess, read_inputs
+    from edge_pipeline.quality.agreement_outputs import write_outputs
 
     classes = [f"class_{k}" for k in range(N_CLASSES)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,29 +54,35 @@ def time_stage(r, truth) -> float:
         ids = np.char.add("img/", np.arange(N_ITEMS).astype(str))
         names, cls = np.char.add("ann", np.arange(N_ANNOTATORS).astype(str)), np.asarray(classes)
         frame = {"id": ids[r.item], "annotator": names[r.annotator], "label": cls[r.label]}
-        pd.DataFrame(frame).to_csv(ingest / "annotations.csv", index=False)
+        pd.DataFrame(frame).to_csv(ingest / ANNOTATIONS, index=False)
         manifest = {"id": ids, "path": ids, "label": "", "true_label": cls[truth]}
-        pd.DataFrame(manifest).to_csv(ingest / "manifest.csv", index=False)
-        (ingest / "classes.json").write_text(json.dumps(classes))
+        pd.DataFrame(manifest).to_csv(ingest / MANIFEST, index=False)
+        (ingest / CLASSES).write_text(json.dumps(classes))
         out = StagePaths(root / "d", root / "r", root / "m.json", root / "p")
-        opts = agreement.read_options({"policy": "warn"})
+        p = Agreement(policy="warn")
         start = time.perf_counter()
-        agreement.run(*agreement.read_inputs(ingest), opts, ingest=ingest, out=out)
+        manifest, annotations, names = read_inputs(ingest)
+        tables, metrics = assess(manifest, annotations, names, p, ingest=ingest)
+        ls = p.label_studio
+        write_outputs(out, tables, metrics, classes=names, url_prefix=ls.url_prefix,
+                      prefill=ls.prefill)  # fmt: skip
+        write_json(out.metrics, metrics)
         return time.perf_counter() - start
 
 
 def run() -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from edge_pipeline.config.quality import Agreement
     from edge_pipeline.quality.agreement_stats import measure_agreement
 
     r, truth = synthetic()
     classes = [f"class_{k}" for k in range(N_CLASSES)]
     start = time.perf_counter()
-    res = measure_agreement(r, classes=classes, relabel_below=0.6)
+    res = measure_agreement(r, classes=classes, relabel_below=Agreement().relabel_below)
     core_s = time.perf_counter() - start
 
     tracemalloc.start()  # a second pass for memory, so tracing does not slow the timed one
-    measure_agreement(r, classes=classes, relabel_below=0.6)
+    measure_agreement(r, classes=classes, relabel_below=Agreement().relabel_below)
     core_peak_gib = tracemalloc.get_traced_memory()[1] / 2**30
     tracemalloc.stop()
 

@@ -19,9 +19,9 @@ import numpy as np
 import psutil
 from sklearn.datasets import make_classification
 
-from edge_pipeline.core.common import load_params
+from edge_pipeline.config import load_section
 from edge_pipeline.quality.clean_outputs import score_issues
-from tasks.clean import find_issues, out_of_fold_probs
+from edge_pipeline.quality.cleaning import find_issues, out_of_fold_probs
 
 TARGET_S = 180.0
 TARGET_GIB = 4.0
@@ -68,28 +68,21 @@ def make_data(n: int, *, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray,
 
 
 def run(n: int = 50_000) -> dict:
-    cfg = load_params("clean")
+    p = load_section("clean").model_copy(update={"n_jobs": N_JOBS})
     x, y_true, y_noisy = make_data(n)
     with PeakRss() as mem:
         start = time.perf_counter()
-        probs, folds, _ = out_of_fold_probs(
-            x, y_noisy, model=cfg.get("model", "logistic_regression"),
-            folds=cfg.get("folds", 5), pca_components=cfg.get("pca_components", 64),
-            seed=cfg.get("seed", 0), n_jobs=N_JOBS,
-        )  # fmt: skip
+        probs, folds, _ = out_of_fold_probs(x, y_noisy, p=p)
         oof_s = time.perf_counter() - start
-        is_issue, _ = find_issues(
-            y_noisy, probs, filter_by=cfg.get("filter_by", "prune_by_noise_rate"),
-            frac_noise=cfg.get("frac_noise", 1.0), n_jobs=N_JOBS,
-        )  # fmt: skip
+        is_issue, _ = find_issues(y_noisy, probs, p=p)
         seconds = time.perf_counter() - start
     score = score_issues(is_issue, y_noisy, y_true, probs.argmax(axis=1))
     peak_gib = mem.peak / 2**30
     result = {
         "n": n,
         "features": x.shape[1],
-        "model": cfg.get("model", "logistic_regression"),
-        "pca_components": cfg.get("pca_components", 64),
+        "model": p.model,
+        "pca_components": p.pca_components,
         "folds": folds,
         "n_jobs": N_JOBS,
         "oof_s": round(oof_s, 1),

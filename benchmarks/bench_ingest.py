@@ -44,15 +44,15 @@ def make_pngs(root: Path, n: int, *, side: int = 28, seed: int = 0) -> None:
 
 
 def run(n: int = 5000) -> dict:
-    from edge_pipeline.quality.images import DecodeOptions
-    from tasks.ingest import ingest
+    from edge_pipeline.config.quality import Ingest
+    from edge_pipeline.quality.ingestion import ingest
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "images"
         make_pngs(root, n)
-        ingest(root, options=DecodeOptions(size=(16, 16)))  # warm-up: imports, page cache
+        ingest(root, options=Ingest(image_size=(16, 16)))  # warm-up: imports, page cache
         start, cpu_start = time.perf_counter(), time.process_time()
-        result = ingest(root, options=DecodeOptions(size=(16, 16)))
+        result = ingest(root, options=Ingest(image_size=(16, 16)))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     assert result.metrics["kept"] == n, result.metrics
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB

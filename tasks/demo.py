@@ -1,263 +1,26 @@
-"""Embedded demo data: scikit-learn's handwritten digits with realistic flaws whose truth is kept.
+"""Stage `demo`: write the embedded demo data set (edge_pipeline/quality/demo_data.py).
 
-Writes `data/demo/` (contract in docs/architecture.md), deterministically from `params.yaml[demo]`:
-
-- `images/<true class>/<digits index>.png`: the 8x8 digits (0..16) scaled to 0..255 and upscaled to
-  `image_size`; class k keeps `class_fractions[k]` of its images (a long tail); mostly mode L PNGs,
-  some RGB, RGBA, P and I;16 (same gray values); plus the broken files of `corrupt`.
-- `annotations.csv` (`image,annotator,label`): labels from SIMULATED annotators of different
-  reliability, `ratings_per_image` random annotators per file, plus `bad_rows` ingest must reject.
-- `truth.csv` (`image,label,flaw`): every file's true class and injected flaw, for evaluation only.
-
-`flaw` is `label_noise` where the annotators' majority vote (ties -> smallest class) is wrong.
+Reads `params.yaml[demo]`; writes data/demo/{images/, annotations.csv, truth.csv} and
+metrics/demo.json.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-from PIL import Image
-
 from edge_pipeline.artifacts.catalog import stage_paths
-from edge_pipeline.core.common import load_params
-from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.config import load_section
+from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.io import atomic_path, write_json
 from edge_pipeline.core.logs import setup_logging
-from edge_pipeline.quality.demo_flaws import (
-    CORRUPT_KINDS,
-    PNG_MODES,
-    Annotator,
-    corrupt_bytes,
-    majority_vote,
-    png_bytes,
-    simulate_labels,
-)
+from edge_pipeline.quality.demo_data import make_demo
 
-K = 10  # digits 0..9; class names are their strings
-BAD_PATHS = {  # annotation rows naming files ingest must not read
-    "missing_file": "images/{k}/{n:04d}.png",
-    "escapes_root": "../incoming/{n:04d}.png",
-    "absolute_path": "/mnt/labels/images/{k}/{n:04d}.png",
-}
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """`params.yaml[demo]`; the defaults are the pipeline's demo (meanings: see params.yaml)."""
-
-    seed: int = 7
-    image_size: int = 32
-    max_per_class: int | None = None
-    min_per_class: int = 3
-    class_fractions: tuple[float, ...] = (1.0, 0.9, 0.8, 0.75, 0.7, 0.05, 0.6, 0.55, 0.5, 0.05)
-    modes: dict[str, float] = field(
-        default_factory=lambda: {"L": 0.88, "RGB": 0.04, "RGBA": 0.03, "P": 0.03, "I;16": 0.02}
-    )
-    ratings_per_image: tuple[int, int] = (3, 3)
-    annotators: dict[str, Annotator] = field(
-        default_factory=lambda: {
-            "careful": Annotator(0.97),
-            "noisy": Annotator(0.75),
-            "confuser": Annotator(0.97, {3: 8, 8: 3, 1: 7, 7: 1}, 0.6),
-            "steady": Annotator(0.9),
-        }
-    )
-    corrupt: dict[str, int] = field(
-        default_factory=lambda: {k: 1 if k == "bomb" else 2 for k in CORRUPT_KINDS}
-    )
-    bomb_side: int = 20000
-    bad_rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BAD_PATHS, 1))
-
-    @classmethod
-    def from_params(cls, cfg: dict[str, Any]) -> DemoConfig:
-        """Build from `params.yaml[demo]` (missing keys: defaults); a ConfigError names the key."""
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(cfg) - known):
-            raise ConfigError(f"params.yaml demo: unknown key(s) {unknown}; known: {sorted(known)}")
-        cfg = dict(cfg)
-        try:
-            if "annotators" in cfg:
-                cfg["annotators"] = {
-                    str(name): Annotator(
-                        float(a["accuracy"]),
-                        {int(s): int(d) for s, d in (a.get("confusions") or {}).items()},
-                        float(a.get("confusion_rate", 0.0)),
-                    )
-                    for name, a in cfg["annotators"].items()
-                }
-            for key in ("class_fractions", "ratings_per_image"):
-                if key in cfg:
-                    cfg[key] = tuple(cfg[key])
-            for key in ("modes", "corrupt", "bad_rows"):
-                if key in cfg:
-                    cfg[key] = {str(k): v for k, v in (cfg[key] or {}).items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ConfigError(f"params.yaml demo: malformed value ({e!r}); see params.yaml") from e
-        config = cls(**cfg)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        def fail(key: str, why: str) -> None:
-            raise ConfigError(f"params.yaml demo.{key}={getattr(self, key)!r}: {why}")
-
-        if len(self.class_fractions) != K or not all(0 < f <= 1 for f in self.class_fractions):
-            fail("class_fractions", "need 10 fractions (digits 0..9) in (0, 1]")
-        lo, hi = self.ratings_per_image
-        if not 1 <= lo <= hi <= len(self.annotators):
-            fail("ratings_per_image", f"need [min, max], 1 <= min <= max <= {len(self.annotators)}")
-        if set(self.modes) - set(PNG_MODES) or sum(self.modes.values()) <= 0:
-            fail("modes", f"keys must be among {PNG_MODES}, weights positive")
-        if set(self.corrupt) - set(CORRUPT_KINDS):
-            fail("corrupt", f"keys must be among {CORRUPT_KINDS}")
-        if set(self.bad_rows) - set(BAD_PATHS):
-            fail("bad_rows", f"keys must be among {tuple(BAD_PATHS)}")
-        for name, a in self.annotators.items():
-            if not (0 <= a.accuracy <= 1 and 0 <= a.confusion_rate <= 1):
-                fail("annotators", f"{name}: accuracy and confusion_rate must be in [0, 1]")
-            if not set(a.confusions) | set(a.confusions.values()) <= set(range(K)):
-                fail("annotators", f"{name}: confusions must map digits 0..9 to digits")
-
-
-def make_demo(out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Write the demo set into `out_dir` (created) and return its metrics.
-
-    Args:
-        out_dir: directory to create; receives `images/`, `annotations.csv` and `truth.csv`.
-        **options: `params.yaml[demo]` keys (see `DemoConfig`); e.g. `max_per_class=20` makes a
-            tiny set of about 100 images that keeps every flaw.
-
-    Returns:
-        Metrics: images per class, each annotator's true accuracy, consensus noise, broken files.
-    """
-    cfg = DemoConfig.from_params(options)
-    rng = np.random.default_rng(cfg.seed)
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-
-    def upscaled_png(i: int, mode: str = "L") -> bytes:
-        im = Image.fromarray(pixels[i]).resize((cfg.image_size,) * 2, Image.Resampling.BILINEAR)
-        return png_bytes(np.asarray(im), mode)
-
-    # Long tail: class k keeps fraction_k of (at most max_per_class of) its shuffled images; the
-    # rest are spares, the sources of truncated files (so those duplicate no kept image).
-    chosen, spares = [], []
-    for k, frac in enumerate(cfg.class_fractions):
-        idx = rng.permutation(np.flatnonzero(digits.target == k))
-        cap = min(len(idx), cfg.max_per_class or len(idx))
-        n = min(cap, max(cfg.min_per_class, round(frac * cap)))
-        chosen.extend(idx[:n])
-        spares.extend(idx[n:])
-    mode_names = list(cfg.modes)
-    weights = np.array([cfg.modes[m] for m in mode_names], dtype=float)
-    modes = rng.choice(mode_names, size=len(chosen), p=weights / weights.sum())
-
-    files: dict[str, bytes] = {}
-    rows: list[tuple[str, int, str, int]] = []  # image, true class, flaw, class folder it sits in
-    for i, mode in zip(chosen, modes, strict=True):
-        name = f"images/{digits.target[i]}/{i:04d}.png"
-        files[name] = upscaled_png(i, str(mode))
-        rows.append((name, int(digits.target[i]), "", int(digits.target[i])))
-    n_good = len(rows)
-
-    serial = iter(range(len(digits.target), 10**6))  # file numbers after the digits' own indices
-    for kind in CORRUPT_KINDS:
-        for _ in range(cfg.corrupt.get(kind, 0)):
-            if kind == "duplicate_conflict":  # a byte copy of a kept image filed as another class
-                name, k, _, _ = rows[int(rng.integers(n_good))]
-                data, folder = files[name], (k + int(rng.integers(1, K))) % K
-            else:
-                spare = spares.pop(int(rng.integers(len(spares)))) if spares else chosen[0]
-                k = folder = int(digits.target[spare])
-                data = corrupt_bytes(kind, image=upscaled_png(spare), bomb_side=cfg.bomb_side)
-            name = f"images/{folder}/{next(serial):04d}.png"
-            files[name] = data
-            rows.append((name, k, kind, folder))
-
-    # Annotators label what they see: the true class, except a misfiled duplicate, which all of
-    # its annotators label as the folder it sits in.
-    names = list(cfg.annotators)
-    true = np.array([r[1] for r in rows])
-    shown = np.array([r[3] for r in rows])
-    lo, hi = cfg.ratings_per_image
-    n_ratings = rng.integers(lo, hi + 1, size=len(rows))
-    ranks = np.argsort(rng.random((len(rows), len(names))), axis=1).argsort(axis=1)
-    assigned = ranks < n_ratings[:, None]  # (M, A): which annotators rate which file
-    given = np.stack(
-        [simulate_labels(shown, cfg.annotators[n], rng, n_classes=K) for n in names], axis=1
-    )
-    misfiled = shown != true
-    given[misfiled] = shown[misfiled, None]
-
-    item, rater = np.nonzero(assigned)
-    votes = np.zeros((len(rows), K), dtype=np.int64)
-    np.add.at(votes, (item, given[item, rater]), 1)
-    noisy = (majority_vote(votes) != true) & (np.arange(len(rows)) < n_good)
-    truth = pd.DataFrame(
-        {
-            "image": [r[0] for r in rows],
-            "label": true,
-            "flaw": np.where(noisy, "label_noise", [r[2] for r in rows]),
-        }
-    )
-
-    ann = pd.DataFrame(
-        {
-            "image": truth["image"].to_numpy()[item],
-            "annotator": np.array(names)[rater],
-            "label": given[item, rater],
-        }
-    ).sort_values(["annotator", "image"], kind="stable", ignore_index=True)
-    bad = [
-        (BAD_PATHS[kind].format(k=k, n=next(serial)), names[int(rng.integers(len(names)))], k)
-        for kind in BAD_PATHS
-        for k in rng.integers(K, size=cfg.bad_rows.get(kind, 0))
-    ]
-    at = np.concatenate([np.arange(len(ann)), rng.uniform(0, len(ann), size=len(bad))])
-    ann = pd.concat([ann, pd.DataFrame(bad, columns=ann.columns)], ignore_index=True)
-    ann = ann.iloc[np.argsort(at, kind="stable")]  # bad rows land mid-file, as in a real export
-
-    out = Path(out_dir)
-    for k in range(K):
-        (out / "images" / str(k)).mkdir(parents=True)
-    for name, data in files.items():
-        (out / name).write_bytes(data)
-    ann.to_csv(out / "annotations.csv", index=False)
-    truth.to_csv(out / "truth.csv", index=False)
-
-    good = np.arange(len(rows)) < n_good
-    per_class = np.bincount(true[good], minlength=K)
-    annotators = {}
-    for j, n in enumerate(names):
-        mine = assigned[:, j] & good
-        accuracy = float(np.mean(given[mine, j] == true[mine])) if mine.any() else float("nan")
-        annotators[n] = {"ratings": int(mine.sum()), "accuracy": round(accuracy, 4)}
-    return {
-        "images": int(n_good),
-        "per_class": {str(k): int(v) for k, v in enumerate(per_class)},
-        "imbalance_ratio": round(float(per_class.max() / per_class.min()), 2),
-        "annotators": annotators,
-        "ratings": int(len(item)),
-        "consensus_errors": int(noisy.sum()),
-        "consensus_noise_rate": round(float(noisy.sum() / n_good), 4),
-        "corrupt_files": int(len(rows) - n_good),
-        "corrupt": {k: int(cfg.corrupt.get(k, 0)) for k in CORRUPT_KINDS},
-        "bad_rows": len(bad),
-    }
+STAGE = "demo"
 
 
 def main() -> None:
-    log = setup_logging("demo")
-    options = load_params("demo")
-    paths = stage_paths("demo")
+    log = setup_logging(STAGE)
+    paths = stage_paths(STAGE)
     with atomic_path(paths.data) as tmp:
-        metrics = make_demo(tmp, **options)
+        metrics = make_demo(tmp, load_section(STAGE))
     write_json(paths.metrics, metrics)
     log.info(
         "wrote %s: %d images (+%d broken files), consensus noise %.1f%%",
@@ -269,4 +32,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

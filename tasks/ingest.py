@@ -1,293 +1,44 @@
-"""Ingest: decode every image of `ingest.source` safely, quarantine bad files, check label rows.
+"""Stage `ingest`: decode every image of `ingest.source` safely, quarantine bad files.
 
-Labels come from `ingest.annotations` (CSV `image,annotator,label`, image relative to the source
-root, several rows per image) or, when it is null, from the folder holding each file (ImageFolder:
-`root/<class>/<file>`; the innermost folder names the class). Each file is decoded by
-`edge_pipeline.quality.images.decode` (allow-listed formats, size guards, mode conversion, resize) or quarantined
-with one reason. Byte-identical files (same sha256) are kept once when their labels agree (for a
-CSV: the majority label of their rows, ties -> smallest name) and all quarantined as `duplicate`
-when they conflict. Writes the contract of docs/architecture.md plus reports, metrics and a plot.
+Reads `params.yaml[ingest]` and the source tree (plus its annotations and truth CSVs); the work is
+`edge_pipeline.quality.ingestion.ingest`. Writes data/ingest/{images.npy, manifest.csv,
+annotations.csv, classes.json}, reports/ingest/{quarantine.csv, rejected_rows.csv},
+metrics/ingest.json and plots/ingest/ (contracts in docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import posixpath
-import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
-from PIL import Image
-
-from edge_pipeline.artifacts.catalog import StagePaths, stage_paths
-from edge_pipeline.core.common import load_params
+from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.config import load_section
+from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.errors import ConfigError
-from edge_pipeline.core.io import atomic_path, write_json
-from edge_pipeline.core.logs import progress, setup_logging
-from edge_pipeline.core.plots import write_bar_png
-from edge_pipeline.quality.images import (
-    REASONS,
-    DecodeOptions,
-    Quarantined,
-    decode,
-    read_checked,
-    sha256,
-)
-from edge_pipeline.quality.sources import (
-    ROW_REASONS,
-    majority,
-    read_annotations,
-    read_truth,
-    scan_images,
-)
+from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.quality.ingest_outputs import write_outputs
+from edge_pipeline.quality.ingestion import ingest
 
-MANIFEST_COLUMNS = [
-    "id",
-    "path",
-    "sha256",
-    "bytes",
-    "width",
-    "height",
-    "mode",
-    "label",
-    "true_label",
-]
-log = logging.getLogger("tasks.ingest")
-
-
-@dataclass
-class IngestResult:
-    """N kept images, K classes."""
-
-    images: np.ndarray  # uint8 (N, H, W, C), row i = manifest row i
-    manifest: pd.DataFrame  # N rows, MANIFEST_COLUMNS
-    annotations: pd.DataFrame  # id, annotator, label: the valid rows of kept images
-    classes: list[str]  # K sorted class names
-    quarantine: pd.DataFrame  # path, reason, detail: one row per labelled file not kept
-    rejected: pd.DataFrame  # line, image, reason: annotation rows not used
-    metrics: dict[str, Any]
-
-
-def decode_all(
-    root: Path, ids: list[str], opts: DecodeOptions
-) -> tuple[np.ndarray, dict, dict, dict]:
-    """Decode the M files `root/ids[i]` into a uint8 (M, H, W, C) buffer (row i = ids[i]).
-
-    Returns (buffer, info {i: (sha256, bytes, width, height, mode)} of decoded files,
-    quarantined {i: (reason, detail)}, copies {i: j} of files byte-identical to an earlier ids[j]).
-    """
-    h, w = opts.size
-    buf = np.zeros((len(ids), h, w, opts.channels), dtype=np.uint8)
-    info, bad, copies, first = {}, {}, {}, {}
-    with warnings.catch_warnings():  # max_pixels is checked per file; Pillow's warning is noise
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for i, rel in enumerate(progress(ids, total=len(ids), desc="ingest: decode")):
-            try:
-                data = read_checked(os.path.join(root, rel), max_bytes=opts.max_bytes)
-                digest = sha256(data)
-                if digest in first:  # the same bytes decode the same: resolved after the loop
-                    copies[i] = first[digest]
-                    continue
-                first[digest] = i
-                buf[i], width, height, mode = decode(data, opts)
-                info[i] = (digest, len(data), width, height, mode)
-            except Quarantined as q:
-                bad[i] = (q.reason, q.detail)
-            except OSError as e:  # unreadable (permissions, I/O): the file's problem, not the run's
-                bad[i] = ("undecodable", f"cannot read: {e}")
-    return buf, info, bad, copies
-
-
-def resolve_duplicates(
-    ids: list[str],
-    label_of: dict[str, str],
-    bad: dict[int, tuple[str, str]],
-    copies: dict[int, int],
-) -> int:
-    """Quarantine byte-identical copies into `bad` (in place); returns how many were kept once.
-
-    Copies of a quarantined file share its reason; copies whose labels all agree are dropped (the
-    first is kept); a group with conflicting labels is quarantined whole as `duplicate`.
-    """
-    groups: dict[int, list[int]] = {}
-    for i, j in copies.items():
-        groups.setdefault(j, []).append(i)
-    merged = 0
-    for j, members in groups.items():
-        if j in bad:
-            for i in members:
-                bad[i] = (bad[j][0], f"identical to {ids[j]}: {bad[j][1]}")
-            continue
-        labels = {ids[i]: label_of[ids[i]] for i in [j, *members]}
-        if len(set(labels.values())) > 1:
-            detail = "same bytes, labels differ: " + ", ".join(
-                f"{p}={c}" for p, c in labels.items()
-            )
-            bad.update({i: ("duplicate", detail) for i in [j, *members]})
-        else:
-            merged += len(members)
-            bad.update(
-                {i: ("duplicate", f"identical to {ids[j]}, same label: kept once") for i in members}
-            )
-    return merged
-
-
-def ingest(
-    source: str | Path,
-    *,
-    options: DecodeOptions,
-    annotations: str | Path | None = None,
-    truth: str | Path | None = None,
-) -> IngestResult:
-    """Ingest the images under `source` (see the module docstring).
-
-    Args:
-        source: root directory of the images.
-        options: how to decode (output H x W x C, formats, size guards, resize filter).
-        annotations: CSV `image,annotator,label` (image relative to `source`); None = ImageFolder.
-        truth: optional CSV `image,label` of known true labels (evaluation only; may not exist).
-
-    Returns:
-        IngestResult with N kept images (uint8 (N, H, W, C)) and K classes.
-
-    Raises:
-        ValueError: a malformed CSV (naming the file and the expected header), or nothing usable.
-    """
-    root = Path(source)
-    if not root.is_dir():
-        raise ValueError(f"ingest.source={str(source)!r} is not a directory; set it to your images")
-    files, other = scan_images(root, options.extensions)
-    rows: list[tuple[str, str, str]] = []
-    rejected: list[tuple[int, str, str]] = []
-    if annotations is not None:
-        rows, rejected = read_annotations(Path(annotations), root)
-        ratings: dict[str, list[str]] = {}
-        for rel, _, label in rows:
-            ratings.setdefault(rel, []).append(label)
-        label_of = {rel: majority(labels) for rel, labels in ratings.items()}
-        unlabeled = len(set(files) - set(ratings))
-    else:
-        label_of = {rel: posixpath.basename(posixpath.dirname(rel)) for rel in files if "/" in rel}
-        unlabeled = len(files) - len(label_of)
-    if unlabeled:
-        log.warning("%d image files under %s have no label; left out", unlabeled, root)
-
-    ids = sorted(label_of)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    buf, info, bad, copies = decode_all(root, ids, options)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    merged = resolve_duplicates(ids, label_of, bad, copies)
-    kept = [i for i in range(len(ids)) if i in info and i not in bad]
-    quarantine = pd.DataFrame(
-        [(ids[i], *bad[i]) for i in sorted(bad)], columns=["path", "reason", "detail"]
-    )
-    by_reason = dict.fromkeys(REASONS, 0) | quarantine["reason"].value_counts().to_dict()
-    rejected_df = pd.DataFrame(rejected, columns=["line", "image", "reason"])
-    rejected_by = dict.fromkeys(ROW_REASONS, 0) | rejected_df["reason"].value_counts().to_dict()
-    if not kept:
-        raise ValueError(
-            f"ingest: nothing usable in {root}: {len(ids)} labelled image files, quarantined "
-            f"{by_reason}, {len(rejected)} annotation rows rejected {rejected_by}, {other} other "
-            f"files; check ingest.source, ingest.annotations and ingest.formats "
-            f"(first problems: {quarantine.head(3).values.tolist() or rejected[:3]})"
-        )
-
-    true_of = read_truth(Path(truth), root) if truth is not None else {}
-    kept_ids = [ids[i] for i in kept]
-    manifest = pd.DataFrame([info[i] for i in kept], columns=MANIFEST_COLUMNS[2:7])
-    manifest.insert(0, "id", kept_ids)
-    manifest.insert(1, "path", [(root / rel).as_posix() for rel in kept_ids])
-    manifest["label"] = [label_of[r] for r in kept_ids] if annotations is None else ""
-    manifest["true_label"] = [true_of.get(r, "") for r in kept_ids]
-    kept_set = set(kept_ids)
-    ann = pd.DataFrame([r for r in rows if r[0] in kept_set], columns=["id", "annotator", "label"])
-    given = set(ann["label"]) if annotations is not None else set(manifest["label"])
-    classes = sorted(given | (set(manifest["true_label"]) - {""}))
-    metrics = {
-        "labels": "annotations" if annotations is not None else "imagefolder",
-        "seen": len(ids),
-        "kept": len(kept),
-        "quarantined": len(quarantine),
-        "quarantined_by_reason": by_reason,
-        "duplicates_kept_once": merged,
-        "rejected_rows": len(rejected),
-        "rejected_by_reason": rejected_by,
-        "annotation_rows": len(ann),
-        "unlabeled_files": unlabeled,
-        "other_files": other,
-        "classes": len(classes),
-        "decode_s": round(seconds, 3),
-        "images_per_s": round(len(ids) / seconds, 1) if seconds > 0 else 0.0,
-        # CPU time of this process: the rate without other load on the machine
-        "images_per_cpu_s": round(len(ids) / cpu, 1) if cpu > 0 else 0.0,
-    }
-    return IngestResult(buf[kept], manifest, ann, classes, quarantine, rejected_df, metrics)
-
-
-def class_distribution(result: IngestResult) -> pd.DataFrame:
-    """Kept images per class (K rows): `given` (folder label or majority of the ratings), `true`."""
-    if result.metrics["labels"] == "annotations":
-        given = result.annotations.groupby("id", sort=False)["label"].agg(
-            lambda s: majority(list(s))
-        )
-    else:
-        given = result.manifest.set_index("id")["label"]
-    table = pd.DataFrame(index=pd.Index(result.classes, name="class"))
-    table["given"] = given.value_counts().reindex(table.index, fill_value=0)
-    known = result.manifest["true_label"][result.manifest["true_label"] != ""]
-    if len(known):
-        table["true"] = known.value_counts().reindex(table.index, fill_value=0)
-    return table.astype(int)
-
-
-def write_outputs(result: IngestResult, paths: StagePaths) -> None:
-    """Write data/, reports/, plots/ and metrics of the stage, each atomically."""
-    with atomic_path(paths.data) as out:
-        out.mkdir()
-        np.save(out / "images.npy", result.images)
-        result.manifest.to_csv(out / "manifest.csv", index=False)
-        result.annotations.to_csv(out / "annotations.csv", index=False)
-        (out / "classes.json").write_text(json.dumps(result.classes) + "\n")
-    with atomic_path(paths.reports) as out:
-        out.mkdir()
-        result.quarantine.to_csv(out / "quarantine.csv", index=False)
-        result.rejected.to_csv(out / "rejected_rows.csv", index=False)
-    table = class_distribution(result)
-    with atomic_path(paths.plots) as out:
-        out.mkdir()
-        table.to_csv(out / "class_distribution.csv")
-        write_bar_png(
-            table, out / "class_distribution.png", title="images per class", xlabel="images"
-        )
-    write_json(paths.metrics, result.metrics)
+STAGE = "ingest"
+log = logging.getLogger(f"tasks.{STAGE}")
 
 
 def main() -> None:
-    setup_logging("ingest")
-    cfg = load_params("ingest")
-    if not cfg.get("source"):
-        raise ConfigError("params.yaml ingest.source is not set; set it to your image directory")
-    source = Path(cfg["source"])
-    annotations = source / cfg["annotations"] if cfg.get("annotations") else None
+    setup_logging(STAGE)
+    p = load_section(STAGE)
+    source = Path(p.source)
+    annotations = source / p.annotations if p.annotations else None
     if annotations is not None and not annotations.is_file():
         raise ConfigError(
-            f"params.yaml ingest.annotations={cfg['annotations']!r}: {annotations} not found; "
+            f"params.yaml ingest.annotations={p.annotations!r}: {annotations} not found; "
             "set it to a CSV (image,annotator,label) relative to ingest.source, or to null for "
             "folder labels"
         )
-    truth = source / cfg["truth"] if cfg.get("truth") else None
+    truth = source / p.truth if p.truth else None
     if truth is not None and not truth.is_file():
         log.warning("ingest.truth: %s not found; true labels stay unknown", truth)
-    result = ingest(
-        source, options=DecodeOptions.from_params(cfg), annotations=annotations, truth=truth
-    )
-    write_outputs(result, stage_paths("ingest"))
+    result = ingest(source, options=p, annotations=annotations, truth=truth)
+    write_outputs(result, stage_paths(STAGE))
     m = result.metrics
     log.info(
         "kept %d of %d images (%d classes), quarantined %s, rejected %d rows, %.0f images/s",
@@ -301,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -21,7 +21,7 @@ TINY = {"demo": {"max_per_class": 24}, "clean": {"folds": 3}}
 
 def make_repo(root: Path, overrides: dict) -> Path:
     """A fresh git + DVC repository holding the project's code, dvc.yaml and (overridden) params."""
-    for name in ["tasks", "dvc.yaml", "pyproject.toml"]:
+    for name in ["tasks", "edge_pipeline", "dvc.yaml", "pyproject.toml"]:
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -19,6 +19,7 @@ ANNOTATIONS = "annotations.csv"  # id, annotator, label of the kept images
 QUARANTINE = "quarantine.csv"  # files not kept, with the reason
 REJECTED_ROWS = "rejected_rows.csv"  # annotation rows not kept, with the reason
 # demo -> ingest (inside the demo source folder)
+SOURCE_ANNOTATIONS = "annotations.csv"  # image, annotator, label: raw ratings (ingest.annotations)
 TRUTH = "truth.csv"  # image, label, flaw: known true labels (evaluation only)
 # agreement -> clean; clean -> split
 LABELS = "labels.csv"  # id, label (+ agreement/clean columns)

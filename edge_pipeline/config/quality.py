@@ -1,29 +1,252 @@
-"""TEMPORARY permissive sections (quality); replaced by the typed schema."""
+"""The data-quality sections of params.yaml: demo, ingest, agreement, clean, split, resample.
 
-from pydantic import ConfigDict
+Each class is one section (stage = section = `tasks/<stage>.py`); its defaults are the values
+params.yaml states (tests/config/test_schema.py checks they agree key for key).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from edge_pipeline.config.base import Section
 
+N_DIGITS = 10  # the demo's classes: digits 0..9
+PngMode = Literal["L", "RGB", "RGBA", "P", "I;16"]
+Resampling = Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Digit = Annotated[int, Field(ge=0, lt=N_DIGITS)]
+
+
+class Annotator(Section):
+    """A SIMULATED annotator: P(right label); else uniform wrong, unless a confusion habit applies.
+
+    With probability `confusion_rate` an image whose true digit is a key of `confusions` gets the
+    mapped digit (a habit such as 3 -> 8).
+    """
+
+    accuracy: float = Field(ge=0, le=1)  # P(right label)
+    confusion_rate: float = Field(0.0, ge=0, le=1)  # P(habit) on the digits of `confusions`
+    confusions: dict[Digit, Digit] = {}  # true digit -> the digit this annotator says instead
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> dict[str, Any]:
+        """Only the keys given (as params.yaml writes an annotator: `{accuracy: 0.9}`)."""
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+class Corrupt(Section):
+    """Broken files the demo writes for ingest to quarantine (truth.csv `flaw` column)."""
+
+    zero_byte: int = Field(2, ge=0)
+    truncated: int = Field(2, ge=0)  # a valid PNG cut in half
+    not_image: int = Field(2, ge=0)  # an HTML error page saved as .png
+    bomb: int = Field(1, ge=0)  # a ~50 KB PNG of bomb_side^2 pixels (decompression bomb)
+    duplicate_conflict: int = Field(2, ge=0)  # byte copy of a kept image filed as another class
+
+
+class BadRows(Section):
+    """Annotation rows ingest must reject."""
+
+    missing_file: int = Field(1, ge=0)
+    escapes_root: int = Field(1, ge=0)
+    absolute_path: int = Field(1, ge=0)
+
 
 class Demo(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """The embedded demo data set, made from scikit-learn's digits (tasks/demo.py)."""
+
+    seed: int = Field(7, ge=0)
+    image_size: int = Field(32, ge=1)  # side of the stored PNGs; the 8x8 digits are upscaled
+    max_per_class: int | None = Field(None, ge=1)  # cap per class before the long tail; null = none
+    min_per_class: int = Field(3, ge=0)  # floor per class after the long tail
+    # kept share of digit 0..9
+    class_fractions: list[Fraction] = Field(
+        [1.0, 0.9, 0.8, 0.75, 0.7, 0.05, 0.6, 0.55, 0.5, 0.05],
+        min_length=N_DIGITS,
+        max_length=N_DIGITS,
+    )
+    # PNG modes written (relative weights), same gray values
+    modes: dict[PngMode, Annotated[float, Field(ge=0)]] = {
+        "L": 0.88, "RGB": 0.04, "RGBA": 0.03, "P": 0.03, "I;16": 0.02,
+    }  # fmt: skip
+    # each file gets min..max annotators (3: a majority exists on most images)
+    ratings_per_image: tuple[int, int] = (3, 3)
+    annotators: dict[str, Annotator] = {
+        "careful": {"accuracy": 0.97},
+        "noisy": {"accuracy": 0.75},
+        "confuser": {
+            "accuracy": 0.97, "confusion_rate": 0.6, "confusions": {3: 8, 8: 3, 1: 7, 7: 1},
+        },
+        "steady": {"accuracy": 0.9},
+    }  # fmt: skip
+    corrupt: Corrupt = Corrupt()
+    bomb_side: int = Field(20000, ge=1)  # side of the decompression bomb, pixels
+    bad_rows: BadRows = BadRows()
+
+    @field_validator("modes")
+    @classmethod
+    def _some_mode(cls, modes: dict[str, float]) -> dict[str, float]:
+        if sum(modes.values()) <= 0:
+            raise ValueError("give at least one mode a positive weight")
+        return modes
+
+    @model_validator(mode="after")
+    def _ratings_fit_the_annotators(self) -> Demo:
+        lo, hi = self.ratings_per_image
+        if not 1 <= lo <= hi <= len(self.annotators):
+            raise ValueError(
+                f"demo.ratings_per_image={[lo, hi]}: need [min, max] with "
+                f"1 <= min <= max <= {len(self.annotators)} (the number of annotators)"
+            )
+        return self
 
 
 class Ingest(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """Decoding the images of `source` safely, quarantining bad files (tasks/ingest.py)."""
+
+    source: str = Field("data/demo", min_length=1)  # directory of images (data/demo: the demo)
+    # CSV (image,annotator,label) relative to source; null = ImageFolder labels
+    annotations: str | None = "annotations.csv"
+    truth: str | None = "truth.csv"  # optional CSV (image,label) of true labels, evaluation only
+    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = (16, 16)  # H, W
+    channels: Literal[1, 3] = 1  # 1 (grayscale) or 3 (RGB)
+    formats: list[str] = ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]  # Pillow decoders allowed
+    max_pixels: int = Field(50_000_000, gt=0)  # decompression-bomb guard: larger -> oversize
+    max_file_mb: float = Field(50, gt=0)  # larger files are quarantined (oversize) unread
+    resample: Resampling = "bilinear"  # resize filter
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _upper_case(cls, formats: Any) -> Any:
+        return [str(f).upper() for f in formats] if isinstance(formats, list) else formats
+
+    @field_validator("formats")
+    @classmethod
+    def _known_to_pillow(cls, formats: list[str]) -> list[str]:
+        from PIL import Image
+
+        known = set(Image.registered_extensions().values())
+        unknown = sorted(set(formats) - known)
+        if not formats or unknown:
+            raise ValueError(f"unknown to Pillow: {unknown}; known: {sorted(known)}")
+        return formats
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 2**20)
+
+
+class LabelStudio(Section):
+    """relabel_queue.json import (how to load it: edge_pipeline/quality/agreement_outputs.py)."""
+
+    # task image URL = prefix + manifest path (Label Studio local files)
+    url_prefix: str = "/data/local-files/?d="
+    prefill: bool = True  # attach the consensus as a pre-annotation scored by its support
 
 
 class Agreement(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """Inter-annotator agreement, consensus labels, relabel queue (tasks/agreement.py)."""
+
+    min_kappa: float = Field(0.6, ge=-1, le=1)  # gate on Fleiss' kappa (items with >= 2 ratings)
+    # fail (exit non-zero after the reports) | warn | approval (record gate: needs_approval)
+    policy: Literal["fail", "warn", "approval"] = "warn"
+    # queue images whose consensus support is below this (ties, unrated always)
+    relabel_below: float = Field(0.6, ge=0, le=1)
+    label_studio: LabelStudio = LabelStudio()
+
+
+class LogisticRegressionOptions(Section):
+    """sklearn LogisticRegression on unscaled pixels (scaling overfits: F1 0.60-0.77 vs 0.90)."""
+
+    C: float = Field(1.0, gt=0)  # inverse regularisation strength
+    max_iter: int = Field(500, ge=1)
+
+
+class RandomForestOptions(Section):
+    n_estimators: int = Field(200, ge=1)
+
+
+class HistGradientBoostingOptions(Section):
+    max_iter: int = Field(100, ge=1)  # boosting iterations
+
+
+class KnnOptions(Section):
+    n_neighbors: int = Field(10, ge=1)  # lowered to the training fold size when it is smaller
+    weights: Literal["uniform", "distance"] = "distance"
+
+
+class CleanModels(Section):
+    """Settings of each `clean.model` (only the chosen one's are used)."""
+
+    logistic_regression: LogisticRegressionOptions = LogisticRegressionOptions()
+    random_forest: RandomForestOptions = RandomForestOptions()
+    hist_gradient_boosting: HistGradientBoostingOptions = HistGradientBoostingOptions()
+    knn: KnnOptions = KnnOptions()
 
 
 class Clean(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """Confident learning (cleanlab) on out-of-fold probabilities (tasks/clean.py)."""
+
+    # drop | relabel (to the predicted label) | flag (keep, report only)
+    policy: Literal["drop", "relabel", "flag"] = "drop"
+    model: Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "knn"] = (
+        "logistic_regression"
+    )
+    models: CleanModels = CleanModels()
+    # PCA before the model when images have more pixels; null = none
+    pca_components: int | None = Field(64, ge=1)
+    folds: int = Field(5, ge=2)  # stratified K-fold; lowered (with a warning) to the smallest class
+    # cleanlab find_label_issues filter_by
+    filter_by: Literal[
+        "prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+        "predicted_neq_given", "low_normalized_margin", "low_self_confidence",
+    ] = "prune_by_noise_rate"  # fmt: skip
+    frac_noise: Fraction = 1.0  # cleanlab: fraction of the estimated noise to flag (1.0 = all)
+    # cleanlab label-quality score used to rank issues
+    rank_by: Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"] = (
+        "self_confidence"
+    )
+    max_fraction: float = Field(0.2, ge=0, le=1)  # guard: drop/relabel at most this share a class
+    min_per_class: int = Field(5, ge=0)  # guard: never take a class below this many examples
+    n_jobs: int | None = Field(2, ge=-1)  # processes for cross_val_predict and cleanlab
+    seed: int = Field(0, ge=0)
 
 
 class Split(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """Stratified train/val/test over the labels clean kept (tasks/split.py)."""
+
+    seed: int = Field(42, ge=0)
+    val_fraction: float = Field(0.15, gt=0, lt=1)  # share of all kept examples
+    # test depends only on this, the seed and the labels: frozen
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> Split:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"split.val_fraction={self.val_fraction} + split.test_fraction="
+                f"{self.test_fraction} must be < 1 (train takes the rest)"
+            )
+        return self
+
+
+ImblearnStrategy = Literal["auto", "minority", "not majority", "not minority", "all"]
 
 
 class Resample(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """Rebalancing the train split only (tasks/resample.py); see docs/resample.md."""
+
+    method: Literal["none", "class_weight", "random_over", "smote", "smoteenn", "adasyn"] = "smote"
+    # imblearn: auto | minority | not majority | not minority | all | a float (two classes) |
+    # {class name: target count}
+    sampling_strategy: ImblearnStrategy | Fraction | dict[str, Annotated[int, Field(ge=0)]] = "auto"
+    k_neighbors: int = Field(5, ge=1)  # SMOTE/ADASYN neighbours; lowered for classes of <= k
+    seed: int = Field(0, ge=0)
+
+    @field_validator("sampling_strategy", mode="before")
+    @classmethod
+    def _class_names_are_strings(cls, value: Any) -> Any:
+        """YAML reads a class named 3 as an int; class names are strings."""
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value

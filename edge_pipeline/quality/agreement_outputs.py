@@ -24,8 +24,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from edge_pipeline.artifacts.catalog import StagePaths  # noqa
-from edge_pipeline.core.io import atomic_path  # noqa
+from edge_pipeline.artifacts.catalog import (  # noqa: E402
+    LABELS,
+    RELABEL_QUEUE_CSV,
+    RELABEL_QUEUE_JSON,
+    StagePaths,
+)
+from edge_pipeline.core.io import atomic_path  # noqa: E402
 from edge_pipeline.quality.agreement_stats import DEFINITIONS  # noqa: E402
 from edge_pipeline.quality.agreement_tables import Tables  # noqa: E402
 
@@ -46,17 +51,17 @@ def write_outputs(
     """Write data/agreement, reports/agreement and plots/agreement, each directory atomically."""
     with atomic_path(out.data) as d:
         d.mkdir()
-        tables.labels.to_csv(d / "labels.csv", index=False)
+        tables.labels.to_csv(d / LABELS, index=False)
     pw, per_class, queue = tables.pairwise, tables.per_class, tables.queue
     with atomic_path(out.reports) as d:
         d.mkdir()
         pw.to_csv(d / "pairwise.csv", index=False)
         per_class.to_csv(d / "per_class.csv", index=False)
         tables.annotators.to_csv(d / "annotators.csv", index=False)
-        queue.to_csv(d / "relabel_queue.csv", index=False)
+        queue.to_csv(d / RELABEL_QUEUE_CSV, index=False)
         tasks = label_studio_tasks(queue, url_prefix=url_prefix, prefill=prefill)
         # one line: json's indent= path is pure Python, 5x slower on 100k tasks
-        (d / "relabel_queue.json").write_text(json.dumps(tasks, ensure_ascii=False) + "\n")
+        (d / RELABEL_QUEUE_JSON).write_text(json.dumps(tasks, ensure_ascii=False) + "\n")
         (d / "label_studio_config.xml").write_text(label_studio_config(classes))
         md = report_markdown(
             metrics,

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edge_pipeline.config.quality import Agreement
+from edge_pipeline.core.errors import InputError
 from edge_pipeline.quality import agreement_stats as st
 
 PAIR_COLUMNS = [
@@ -57,7 +59,7 @@ def codes_of(values: pd.Series, categories: list[str], *, what: str, where: str)
     codes = pd.Categorical(values, categories=categories).codes.astype(np.int64)
     bad = np.flatnonzero(codes < 0)
     if len(bad):
-        raise ValueError(
+        raise InputError(
             f"{where}:{values.index[bad[0]] + 2}: {what} {values.iloc[bad[0]]!r} is unknown "
             f"({len(bad)} such rows); agreement reads the ingest stage's outputs as they are: "
             "re-run `dvc repro ingest`"
@@ -149,7 +151,7 @@ def skipped_tables(manifest: pd.DataFrame, *, classes: list[str], where: str) ->
     """The ImageFolder labels passed through (n_ratings 1, support 1) and empty report tables."""
     has = manifest["label"] != ""
     if not has.any():
-        raise ValueError(
+        raise InputError(
             f"{where}: annotations.csv has no rows and manifest.csv no labels, so no image has a "
             "label; check params.yaml ingest.annotations and the source's class folders"
         )
@@ -170,12 +172,12 @@ def _num(v: float | None) -> float | None:
 
 
 def measured_metrics(
-    r: st.Ratings, res: st.Agreement, opts: dict[str, Any], *, n_duplicates: int
+    r: st.Ratings, res: st.Agreement, p: Agreement, *, n_duplicates: int
 ) -> dict[str, Any]:
     """metrics/agreement.json of a run with ratings (undefined figures are None, never NaN).
 
     status is "skipped" when Fleiss' kappa is undefined (e.g. no image has 2 ratings)."""
-    status, reason = st.gate(res.fleiss, min_kappa=opts["min_kappa"], policy=opts["policy"])
+    status, reason = st.gate(res.fleiss, min_kappa=p.min_kappa, policy=p.policy)
     kappas = res.pairwise["kappa"].dropna()
     c, truth = res.consensus, r.true_label
     multi = c.n_ratings >= 2
@@ -186,8 +188,8 @@ def measured_metrics(
         "gate": status,
         "gate_reason": reason,
         "gate_kappa": "fleiss_kappa",
-        "policy": opts["policy"],
-        "min_kappa": opts["min_kappa"],
+        "policy": p.policy,
+        "min_kappa": p.min_kappa,
         "fleiss_kappa": _num(res.fleiss.value),
         "fleiss_kappa_reason": res.fleiss.reason,
         "mean_pairwise_kappa": _num(kappas.mean()) if len(kappas) else None,
@@ -213,7 +215,7 @@ def measured_metrics(
 
 
 def skipped_metrics(
-    reason: str, opts: dict[str, Any], *, n_items: int, n_labelled: int, n_classes: int
+    reason: str, p: Agreement, *, n_items: int, n_labelled: int, n_classes: int
 ) -> dict[str, Any]:
     """metrics/agreement.json when agreement cannot be measured: same keys, nothing to gate on."""
     return {
@@ -222,8 +224,8 @@ def skipped_metrics(
         "gate": "skipped",
         "gate_reason": f"agreement not measured: {reason}",
         "gate_kappa": "fleiss_kappa",
-        "policy": opts["policy"],
-        "min_kappa": opts["min_kappa"],
+        "policy": p.policy,
+        "min_kappa": p.min_kappa,
         "fleiss_kappa_reason": reason,
         **dict.fromkeys(FIGURES.split()),
         **dict.fromkeys(COUNTS.split(), 0),

@@ -1,7 +1,7 @@
 """Outputs of the clean stage: labels for later stages, the issue report, the evaluation against
 known true labels, metrics and plots.
 
-Kept apart from tasks/clean.py so the stage module stays the algorithm. Every output is written
+Kept apart from cleaning.py (the method) and tasks/clean.py (the stage). Every output is written
 atomically (directories built in a temporary sibling, then renamed).
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.artifacts.catalog import LABEL_ISSUES, LABELS, stage_paths
 from edge_pipeline.core.io import atomic_path, write_csv, write_json
 from edge_pipeline.core.plots import write_bar_png
 
@@ -148,12 +148,12 @@ def write_outputs(
     }
     with atomic_path(paths.data) as out:
         out.mkdir()
-        result[LABEL_COLUMNS].to_csv(out / "labels.csv", index=False)
+        result[LABEL_COLUMNS].to_csv(out / LABELS, index=False)
     with atomic_path(paths.reports) as out:
         out.mkdir()
         issues = result[result["is_issue"]].sort_values("label_quality", kind="stable")
         cols = ["id", "given_label", "suggested_label", "label_quality", "action", "true_label"]
-        issues[cols].to_csv(out / "label_issues.csv", index=False)
+        issues[cols].to_csv(out / LABEL_ISSUES, index=False)
         (out / "report.md").write_text(report_markdown(result, table, metrics, notes))
     with atomic_path(paths.plots) as out:
         out.mkdir()

@@ -7,33 +7,29 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 from PIL import Image
 
-PNG_MODES = ("L", "RGB", "RGBA", "P", "I;16")
-CORRUPT_KINDS = ("zero_byte", "truncated", "not_image", "bomb", "duplicate_conflict")
+from edge_pipeline.config.quality import Corrupt, PngMode
 
+if TYPE_CHECKING:
+    from edge_pipeline.config.quality import Annotator
 
-@dataclass(frozen=True)
-class Annotator:
-    """A simulated annotator.
-
-    With probability `confusion_rate` an item whose true class is a key of `confusions` gets the
-    mapped class (a habit such as 3 -> 8); otherwise the label is right with probability `accuracy`,
-    and else uniform over the K - 1 other classes.
-    """
-
-    accuracy: float
-    confusions: dict[int, int] = field(default_factory=dict)
-    confusion_rate: float = 0.0
+PNG_MODES: tuple[str, ...] = get_args(PngMode)
+CORRUPT_KINDS = tuple(Corrupt.model_fields)  # zero_byte, truncated, not_image, bomb, ...
 
 
 def simulate_labels(
     true: np.ndarray, annotator: Annotator, rng: np.random.Generator, *, n_classes: int
 ) -> np.ndarray:
-    """Labels `annotator` gives to items of int (M,) true classes in 0..K-1; returns int64 (M,)."""
+    """Labels `annotator` gives to items of int (M,) true classes in 0..K-1; returns int64 (M,).
+
+    With probability `confusion_rate` an item whose true class is a key of `confusions` gets the
+    mapped class (a habit such as 3 -> 8); otherwise the label is right with probability
+    `accuracy`, and else uniform over the K - 1 other classes.
+    """
     true = np.asarray(true, dtype=np.int64)
     # A uniform wrong class: the truth shifted by 1..K-1 (mod K).
     wrong = (true + rng.integers(1, n_classes, size=true.shape)) % n_classes

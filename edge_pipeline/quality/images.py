@@ -10,17 +10,16 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edge_pipeline.core.errors import ConfigError
+if TYPE_CHECKING:
+    from edge_pipeline.config.quality import Ingest
 
 REASONS = ("zero_byte", "truncated", "undecodable", "oversize", "duplicate")
-DEFAULT_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 RESAMPLING = {m.name.lower(): m for m in Image.Resampling}  # nearest, box, bilinear, ...
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _PNG_END = b"IEND\xaeB`\x82"
@@ -34,68 +33,9 @@ class Quarantined(Exception):
         self.reason, self.detail = reason, detail
 
 
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How ingest decodes: output (H, W) and C channels, allowed formats, guards, resize filter."""
-
-    size: tuple[int, int]  # (H, W)
-    channels: int = 1  # 1 (L) or 3 (RGB)
-    formats: tuple[str, ...] = DEFAULT_FORMATS
-    max_pixels: int = 50_000_000  # above ~179 M, Pillow's own bomb error fires first (oversize)
-    max_bytes: int = 50 * 2**20
-    resample: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        h, w = self.size
-        if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
-            raise ConfigError(f"params.yaml ingest.image_size={list(self.size)}: need [H, W] > 0")
-        if self.channels not in (1, 3):
-            raise ConfigError(f"params.yaml ingest.channels={self.channels!r}: use 1 or 3")
-        known = set(Image.registered_extensions().values())
-        if not self.formats or set(self.formats) - known:
-            raise ConfigError(
-                f"params.yaml ingest.formats={list(self.formats)}: unknown to Pillow: "
-                f"{sorted(set(self.formats) - known)}; known: {sorted(known)}"
-            )
-        if self.resample not in RESAMPLING:
-            raise ConfigError(
-                f"params.yaml ingest.resample={self.resample!r}: use one of {sorted(RESAMPLING)}"
-            )
-
-    @classmethod
-    def from_params(cls, cfg: dict[str, Any]) -> DecodeOptions:
-        """From `params.yaml[ingest]` (image_size, channels, formats, max_pixels, max_file_mb,
-        resample); a ConfigError names the bad key."""
-        try:
-            return cls(
-                size=tuple(int(v) for v in cfg["image_size"]),
-                channels=cfg.get("channels", 1),
-                formats=tuple(str(f).upper() for f in cfg.get("formats") or DEFAULT_FORMATS),
-                max_pixels=int(cfg.get("max_pixels", 50_000_000)),
-                max_bytes=int(float(cfg.get("max_file_mb", 50)) * 2**20),
-                resample=str(cfg.get("resample", "bilinear")),
-            )
-        except ConfigError:
-            raise
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"params.yaml ingest: bad or missing value ({e!r})") from e
-
-    @property
-    def extensions(self) -> frozenset[str]:
-        """File extensions (lower case, with the dot) of the allowed formats."""
-        exts = Image.registered_extensions()
-        return frozenset(e for e, f in exts.items() if f in self.formats)
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the file held before conversion."""
-
-    sha256: str
-    bytes: int
-    width: int
-    height: int
-    mode: str
+def extensions(formats: list[str]) -> frozenset[str]:
+    """File extensions (lower case, with the dot) of the Pillow `formats` (e.g. PNG -> .png)."""
+    return frozenset(e for e, f in Image.registered_extensions().items() if f in formats)
 
 
 def read_checked(path: str | Path, *, max_bytes: int) -> bytes:
@@ -113,11 +53,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode(data: bytes, opts: DecodeOptions) -> tuple[np.ndarray, int, int, str]:
+def decode(data: bytes, opts: Ingest) -> tuple[np.ndarray, int, int, str]:
     """Decode one encoded image fully and convert it.
 
+    Args:
+        data: the file's bytes; opts: `params.yaml[ingest]` (formats, guards, size, channels).
+
     Returns:
-        (pixels uint8 (H, W, C) with (H, W) = opts.size and C = opts.channels, source width,
+        (pixels uint8 (H, W, C) with (H, W) = opts.image_size and C = opts.channels, source width,
         source height, source mode). Raises Quarantined on any failure.
     """
     try:
@@ -142,7 +85,7 @@ def decode(data: bytes, opts: DecodeOptions) -> tuple[np.ndarray, int, int, str]
         detail = f"{type(e).__name__}: {e}"
         reason = "truncated" if "truncated" in str(e).lower() or _lacks_end(data) else "undecodable"
         raise Quarantined(reason, detail) from None
-    target = (opts.size[1], opts.size[0])  # Pillow sizes are (W, H)
+    target = (opts.image_size[1], opts.image_size[0])  # Pillow sizes are (W, H)
     if out.size != target:
         out = out.resize(target, RESAMPLING[opts.resample])
     pixels = np.asarray(out, dtype=np.uint8)

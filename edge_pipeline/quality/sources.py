@@ -12,6 +12,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from edge_pipeline.core.errors import InputError
+
 ANNOTATION_HEADER = ("image", "annotator", "label")
 TRUTH_HEADER = ("image", "label")
 ROW_REASONS = ("empty_field", "absolute_path", "escapes_root", "missing_file", "repeat_rating")
@@ -23,7 +25,7 @@ def read_csv_rows(path: Path, header: tuple[str, ...]) -> list[tuple[int, dict[s
         reader = csv.DictReader(f)
         missing = [c for c in header if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}: header {reader.fieldnames} lacks column(s) {missing}; "
                 f"expected a first line of `{','.join(header)}`"
             )

@@ -14,6 +14,7 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
+from edge_pipeline.core.errors import ConfigError, InputError
 from edge_pipeline.quality import agreement_stats as st
 from tasks import agreement
 
@@ -336,7 +337,7 @@ def test_unknown_label_names_the_file_and_line(workspace: Path) -> None:
     ann = pd.read_csv("data/ingest/annotations.csv")
     ann.loc[2, "label"] = "wolf"
     ann.to_csv("data/ingest/annotations.csv", index=False)
-    with pytest.raises(ValueError, match=r"annotations\.csv:4: label 'wolf' is unknown"):
+    with pytest.raises(InputError, match=r"annotations\.csv:4: label 'wolf' is unknown"):
         agreement.main()
 
 
@@ -357,5 +358,5 @@ def test_duplicate_rating_keeps_the_last(workspace: Path) -> None:
 )
 def test_bad_params_name_the_key(workspace: Path, params: dict, match: str) -> None:
     write_workspace(workspace, np.array([[0, 1], [1, 1]]), truth=None, **params)
-    with pytest.raises(agreement.ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match):
         agreement.main()

@@ -10,9 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from edge_pipeline.config.quality import Clean
 from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.quality import cleaning
 from edge_pipeline.quality.clean_outputs import LABEL_COLUMNS, score_issues
 from tasks import clean
+
+MODELS = ("logistic_regression", "random_forest", "hist_gradient_boosting", "knn")
 
 
 def blobs(n_per_class: int = 60, noise: float = 0.1, seed: int = 0):
@@ -35,15 +39,15 @@ def blobs(n_per_class: int = 60, noise: float = 0.1, seed: int = 0):
 RECALL_FLOOR = {"logistic_regression": 0.9, "hist_gradient_boosting": 0.8}
 
 
-@pytest.mark.parametrize("model", clean.MODELS)
+@pytest.mark.parametrize("model", MODELS)
 def test_cleanlab_recovers_injected_noise(model: str) -> None:
     x, true, noisy = blobs()
-    probs, folds, notes = clean.out_of_fold_probs(
-        x.reshape(len(x), -1) / 255.0, noisy, model=model, folds=5, n_jobs=1
+    probs, folds, notes = cleaning.out_of_fold_probs(
+        x.reshape(len(x), -1) / 255.0, noisy, p=Clean(model=model, folds=5, n_jobs=1)
     )
     assert probs.shape == (180, 3) and folds == 5 and notes == []
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-    is_issue, quality = clean.find_issues(noisy, probs, n_jobs=1)
+    is_issue, quality = cleaning.find_issues(noisy, probs, p=Clean(n_jobs=1))
     score = score_issues(is_issue, noisy, true, probs.argmax(axis=1))
     assert score["n_label_errors"] == 18
     assert score["precision"] >= 0.9 and score["recall"] >= RECALL_FLOOR.get(model, 0.7), score
@@ -51,18 +55,21 @@ def test_cleanlab_recovers_injected_noise(model: str) -> None:
     assert np.median(quality[is_issue]) < np.median(quality[~is_issue])
 
 
+ONE_JOB = Clean(folds=5, n_jobs=1)
+
+
 def test_small_classes_lower_the_folds_with_a_warning() -> None:
     x, _, noisy = blobs(n_per_class=20, noise=0.0)
     keep = np.r_[0:20, 20:40, 40:43]  # class 2 has 3 examples
-    probs, folds, notes = clean.out_of_fold_probs(
-        x[keep].reshape(len(keep), -1) / 255.0, noisy[keep], folds=5, names=["a", "b", "c"]
+    probs, folds, notes = cleaning.out_of_fold_probs(
+        x[keep].reshape(len(keep), -1) / 255.0, noisy[keep], p=ONE_JOB, names=["a", "b", "c"]
     )
     assert folds == 3 and probs.shape == (43, 3)
     assert notes == ["folds lowered from 5 to 3: classes ['c'] have < 5 examples"]
 
     single = np.r_[0:20, 20:40, 40]  # a 1-example class never crashes the stage
-    probs, folds, notes = clean.out_of_fold_probs(
-        x[single].reshape(len(single), -1) / 255.0, noisy[single], folds=5
+    probs, folds, notes = cleaning.out_of_fold_probs(
+        x[single].reshape(len(single), -1) / 255.0, noisy[single], p=ONE_JOB
     )
     assert folds == 5 and probs.shape == (41, 3)  # a lone example cannot lower K usefully
     assert len(notes) == 1 and notes[0].startswith("classes ['2'] have a single example")
@@ -82,7 +89,7 @@ def policy_case():
 
 def test_drop_respects_max_fraction_and_min_per_class() -> None:
     labels, suggested, is_issue, quality = policy_case()
-    new, actions = clean.apply_policy(
+    new, actions = cleaning.apply_policy(
         labels, suggested, is_issue, quality, policy="drop", max_fraction=0.2, min_per_class=5
     )
     # class 0: cap floor(0.2 * 10) = 2, the two lowest qualities among its issues (3, then 9)
@@ -94,7 +101,7 @@ def test_drop_respects_max_fraction_and_min_per_class() -> None:
 
 def test_relabel_moves_to_suggested_within_caps() -> None:
     labels, suggested, is_issue, quality = policy_case()
-    new, actions = clean.apply_policy(
+    new, actions = cleaning.apply_policy(
         labels, suggested, is_issue, quality, policy="relabel", max_fraction=0.5, min_per_class=0
     )
     # row 9's suggestion is its own label, so it stays flagged; class 0 cap is 5
@@ -105,9 +112,11 @@ def test_relabel_moves_to_suggested_within_caps() -> None:
 
 def test_flag_changes_nothing_and_no_guard_means_all_issues() -> None:
     labels, suggested, is_issue, quality = policy_case()
-    new, actions = clean.apply_policy(labels, suggested, is_issue, quality, policy="flag")
+    new, actions = cleaning.apply_policy(
+        labels, suggested, is_issue, quality, policy="flag", max_fraction=0.2, min_per_class=5
+    )
     assert (new == labels).all() and (actions == np.where(is_issue, "flagged", "kept")).all()
-    _, actions = clean.apply_policy(
+    _, actions = cleaning.apply_policy(
         labels, suggested, is_issue, quality, policy="drop", max_fraction=1.0, min_per_class=0
     )
     assert (actions == np.where(is_issue, "dropped", "kept")).all()
@@ -176,5 +185,13 @@ def test_main_rejects_bad_input(prepared_workspace) -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["clean"]["policy"] = "delete"
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match=r"clean\.policy='delete' is not one of"):
+    with pytest.raises(ConfigError, match=r"clean\.policy='delete': Input should be 'drop'"):
         clean.main()
+
+
+def test_model_settings_come_from_the_schema() -> None:
+    p = Clean(model="knn", models={"knn": {"n_neighbors": 3, "weights": "uniform"}})
+    knn = cleaning.make_classifier(p, n_features=16, n_train=50).steps[-1][1]
+    assert (knn.n_neighbors, knn.weights) == (3, "uniform")
+    lr = cleaning.make_classifier(Clean(), n_features=16, n_train=50).steps[-1][1]
+    assert (lr.C, lr.max_iter) == (1.0, 500)  # params.yaml clean.models.logistic_regression

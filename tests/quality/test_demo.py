@@ -13,10 +13,19 @@ import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from edge_pipeline.config import load_section
+from edge_pipeline.config.quality import Annotator, Demo, Ingest
 from edge_pipeline.core.errors import ConfigError
-from edge_pipeline.quality.demo_flaws import Annotator, simulate_labels
-from edge_pipeline.quality.images import DecodeOptions, Quarantined, decode
+from edge_pipeline.quality.demo_data import make_demo as _make_demo
+from edge_pipeline.quality.demo_flaws import simulate_labels
+from edge_pipeline.quality.images import Quarantined, decode
 from tasks import demo
+
+
+def make_demo(out: Path, **options: object) -> dict:
+    """The demo set with `params.yaml[demo]` keys `options` changed."""
+    return _make_demo(out, Demo(**options))
+
 
 TINY = {"max_per_class": 12, "bomb_side": 3000}
 
@@ -33,13 +42,13 @@ def tree_digest(root: Path) -> dict[str, str]:
 def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The pipeline's default demo (params.yaml defaults), built once for the module."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    return out, demo.make_demo(out)
+    return out, make_demo(out)
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
-    a = demo.make_demo(tmp_path / "a", seed=3, **TINY)
-    b = demo.make_demo(tmp_path / "b", seed=3, **TINY)
-    c = demo.make_demo(tmp_path / "c", seed=4, **TINY)
+    a = make_demo(tmp_path / "a", seed=3, **TINY)
+    b = make_demo(tmp_path / "b", seed=3, **TINY)
+    c = make_demo(tmp_path / "c", seed=4, **TINY)
     assert a == b
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     digest_c = tree_digest(tmp_path / "c")
@@ -87,7 +96,7 @@ def test_annotators_have_the_configured_reliability(full: tuple[Path, dict]) -> 
 
 
 def test_ratings_per_image_range_is_drawn_per_image(tmp_path: Path) -> None:
-    demo.make_demo(tmp_path / "d", ratings_per_image=[2, 3], **TINY)
+    make_demo(tmp_path / "d", ratings_per_image=[2, 3], **TINY)
     ann = pd.read_csv(tmp_path / "d/annotations.csv", dtype=str)
     truth = pd.read_csv(tmp_path / "d/truth.csv", dtype=str)
     per_image = (
@@ -120,7 +129,7 @@ def test_broken_files_are_what_truth_says(full: tuple[Path, dict]) -> None:
     assert {k: flaws.get(k, 0) for k in m["corrupt"]} == m["corrupt"] == {
         "zero_byte": 2, "truncated": 2, "not_image": 2, "bomb": 1, "duplicate_conflict": 2
     }  # fmt: skip
-    opts = DecodeOptions(size=(8, 8), max_pixels=10_000_000)
+    opts = Ingest(image_size=(8, 8), max_pixels=10_000_000)
     expect = {"truncated": "truncated", "not_image": "undecodable", "bomb": "oversize"}
     for image, flaw in truth[["image", "flaw"]].itertuples(index=False):
         data = (out / image).read_bytes()
@@ -141,7 +150,7 @@ def test_broken_files_are_what_truth_says(full: tuple[Path, dict]) -> None:
 
 
 def test_good_images_decode_to_the_digits_in_every_mode(tmp_path: Path) -> None:
-    demo.make_demo(tmp_path / "d", modes={"L": 1, "RGB": 1, "RGBA": 1, "P": 1, "I;16": 1}, **TINY)
+    make_demo(tmp_path / "d", modes={"L": 1, "RGB": 1, "RGBA": 1, "P": 1, "I;16": 1}, **TINY)
     truth = pd.read_csv(tmp_path / "d/truth.csv", dtype=str, keep_default_na=False)
     digits = load_digits()
     modes = set()
@@ -149,9 +158,7 @@ def test_good_images_decode_to_the_digits_in_every_mode(tmp_path: Path) -> None:
         i = int(Path(image).stem)
         ref = Image.fromarray(np.rint(digits.images[i] * 255 / 16).astype(np.uint8))
         ref = np.asarray(ref.resize((32, 32), Image.Resampling.BILINEAR))
-        got, w, h, mode = decode(
-            (tmp_path / "d" / image).read_bytes(), DecodeOptions(size=(32, 32))
-        )
+        got, w, h, mode = decode((tmp_path / "d" / image).read_bytes(), Ingest(image_size=(32, 32)))
         np.testing.assert_array_equal(got[..., 0], ref)
         assert str(digits.target[i]) == Path(image).parent.name
         modes.add(mode)
@@ -159,7 +166,7 @@ def test_good_images_decode_to_the_digits_in_every_mode(tmp_path: Path) -> None:
 
 
 def test_bad_rows_are_in_the_csv(tmp_path: Path) -> None:
-    m = demo.make_demo(tmp_path / "d", **TINY)
+    m = make_demo(tmp_path / "d", **TINY)
     ann = pd.read_csv(tmp_path / "d/annotations.csv", dtype=str)
     assert m["bad_rows"] == 3
     assert ann["image"].str.startswith("../").sum() == 1
@@ -172,7 +179,9 @@ def test_bad_rows_are_in_the_csv(tmp_path: Path) -> None:
 def test_simulated_annotator_rates() -> None:
     rng = np.random.default_rng(0)
     true = rng.integers(10, size=20000)
-    labels = simulate_labels(true, Annotator(0.8, {3: 8}, 0.5), rng, n_classes=10)
+    labels = simulate_labels(
+        true, Annotator(accuracy=0.8, confusions={3: 8}, confusion_rate=0.5), rng, n_classes=10
+    )
     others = true != 3
     assert abs(np.mean(labels[others] == true[others]) - 0.8) < 0.02
     threes = true == 3
@@ -181,14 +190,21 @@ def test_simulated_annotator_rates() -> None:
     assert np.bincount(wrong, minlength=10).min() > 0  # errors spread over all classes
 
 
-def test_bad_params_fail_with_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown key"):
-        demo.make_demo(tmp_path / "x", sede=1)
-    with pytest.raises(ConfigError, match="class_fractions"):
-        demo.make_demo(tmp_path / "y", class_fractions=[1.0, 0.5])
-    with pytest.raises(ConfigError, match="ratings_per_image"):
-        demo.make_demo(tmp_path / "z", ratings_per_image=[2, 9])
-    assert not any(tmp_path.iterdir())
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"sede": 1}, r"demo\.sede: not an option; did you mean seed\?"),
+        ({"class_fractions": [1.0, 0.5]}, r"demo\.class_fractions=\[1\.0, 0\.5\]: List should"),
+        ({"ratings_per_image": [2, 9]}, r"demo\.ratings_per_image=\[2, 9\]: need \[min, max\]"),
+        ({"modes": {"CMYK": 1}}, r"demo\.modes\.CMYK"),
+        ({"corrupt": {"bombs": 1}}, r"demo\.corrupt\.bombs: not an option; did you mean bomb\?"),
+    ],
+)
+def test_bad_params_fail_with_the_key(tmp_path: Path, options: dict, match: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"demo": options}))
+    with pytest.raises(ConfigError, match=match):
+        load_section("demo", path)
 
 
 def test_main_writes_data_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

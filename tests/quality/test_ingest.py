@@ -12,15 +12,18 @@ import pytest
 import yaml
 from PIL import Image
 
-from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.config import load_section
+from edge_pipeline.config.quality import Demo, Ingest
+from edge_pipeline.core.errors import ConfigError, InputError
+from edge_pipeline.quality import ingest_outputs
+from edge_pipeline.quality.demo_data import make_demo
 from edge_pipeline.quality.demo_flaws import bomb_png, corrupt_bytes, png_bytes
-from edge_pipeline.quality.images import DecodeOptions, Quarantined, decode
+from edge_pipeline.quality.images import Quarantined, decode
+from edge_pipeline.quality.ingestion import MANIFEST_COLUMNS, ingest
 from tasks import ingest as stage
-from tasks.demo import make_demo
-from tasks.ingest import ingest
 
 REPO = Path(__file__).resolve().parents[2]
-OPTS = DecodeOptions(size=(8, 8))
+OPTS = Ingest(image_size=(8, 8))
 
 
 def digit(seed: int, size: int = 8) -> np.ndarray:
@@ -38,7 +41,7 @@ def encode(im: Image.Image, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-def reason_of(data: bytes, opts: DecodeOptions = OPTS) -> str:
+def reason_of(data: bytes, opts: Ingest = OPTS) -> str:
     with pytest.raises(Quarantined) as err:
         decode(data, opts)
     return err.value.reason
@@ -60,7 +63,7 @@ def reason_of(data: bytes, opts: DecodeOptions = OPTS) -> str:
     ids=["truncated", "truncated_header", "not_image", "garbage", "bomb", "format_not_allowed"],
 )
 def test_decode_quarantine_reason(data: bytes, reason: str) -> None:
-    opts = DecodeOptions(size=(8, 8), formats=("PNG",), max_pixels=1_000_000)
+    opts = Ingest(image_size=(8, 8), formats=["PNG"], max_pixels=1_000_000)
     assert reason_of(data, opts) == reason
 
 
@@ -72,7 +75,7 @@ def test_file_level_reasons_in_a_run(tmp_path: Path) -> None:
     write(src, "b/cut.png", corrupt_bytes("truncated", image=png_bytes(digit(3, 32))))
     write(src, "b/page.png", corrupt_bytes("not_image"))
     write(src, "b/bomb.png", bomb_png(20000))  # beyond Pillow's own hard limit too
-    opts = DecodeOptions(size=(8, 8), max_bytes=2000)
+    opts = Ingest(image_size=(8, 8), max_file_mb=2000 / 2**20)
     result = ingest(src, options=opts)
     reasons = dict(zip(result.quarantine["path"], result.quarantine["reason"], strict=True))
     assert reasons == {
@@ -158,7 +161,7 @@ def test_every_mode_converts(case: str, channels: int) -> None:
     im, expected_rgb = CASES[case]
     fmt = "TIFF" if im.mode == "CMYK" else "PNG"  # PNG has no CMYK
     data = encode(im, fmt)
-    pixels, w, h, mode = decode(data, DecodeOptions(size=(2, 2), channels=channels))
+    pixels, w, h, mode = decode(data, Ingest(image_size=(2, 2), channels=channels))
     assert (w, h) == (2, 2) and pixels.dtype == np.uint8 and pixels.shape == (2, 2, channels)
     expected = luma(expected_rgb)[..., None] if channels == 1 else expected_rgb
     np.testing.assert_allclose(pixels, expected, atol=1.01)
@@ -166,19 +169,25 @@ def test_every_mode_converts(case: str, channels: int) -> None:
 
 
 def test_resize_is_height_by_width() -> None:
-    pixels, w, h, _ = decode(png_bytes(digit(0, 30)), DecodeOptions(size=(12, 20), channels=3))
+    pixels, w, h, _ = decode(png_bytes(digit(0, 30)), Ingest(image_size=(12, 20), channels=3))
     assert pixels.shape == (12, 20, 3) and (w, h) == (30, 30)
 
 
-def test_bad_params_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="ingest.channels"):
-        DecodeOptions(size=(8, 8), channels=2)
-    with pytest.raises(ConfigError, match="ingest.formats"):
-        DecodeOptions(size=(8, 8), formats=("PNG", "NOPE"))
-    with pytest.raises(ConfigError, match="ingest.resample"):
-        DecodeOptions(size=(8, 8), resample="magic")
-    with pytest.raises(ConfigError, match="image_size"):
-        DecodeOptions.from_params({"channels": 1})
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"channels": 2}, r"ingest\.channels=2: Input should be 1 or 3"),
+        ({"formats": ["PNG", "NOPE"]}, r"ingest\.formats=\['PNG', 'NOPE'\]: .*unknown to Pillow"),
+        ({"resample": "magic"}, r"ingest\.resample='magic': Input should be 'nearest'"),
+        ({"image_size": [8, 0]}, r"ingest\.image_size\.1=0: Input should be greater than 0"),
+        ({"max_pixel": 10}, r"ingest\.max_pixel: not an option; did you mean max_pixels\?"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path: Path, options: dict, match: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"ingest": options}))
+    with pytest.raises(ConfigError, match=match):
+        load_section("ingest", path)
 
 
 # ---- annotation rows ----------------------------------------------------------------------------
@@ -230,7 +239,7 @@ def test_rows_rejected_with_their_csv_line(tmp_path: Path) -> None:
 def test_malformed_csv_names_file_and_header(tmp_path: Path, header: str) -> None:
     write(tmp_path, "x/a.png", png_bytes(digit(1)))
     (tmp_path / "labels.csv").write_text(header + "x/a.png,cat\n" * bool(header))
-    with pytest.raises(ValueError, match=r"labels\.csv.*image,annotator,label"):
+    with pytest.raises(InputError, match=r"labels\.csv.*image,annotator,label"):
         ingest(tmp_path, options=OPTS, annotations=tmp_path / "labels.csv")
 
 
@@ -306,9 +315,9 @@ def test_imagefolder_labels_and_truth(tmp_path: Path) -> None:
 def test_nothing_usable_is_a_clear_error(tmp_path: Path) -> None:
     write(tmp_path, "a/1.png", b"")
     write(tmp_path, "a/2.png", corrupt_bytes("not_image"))
-    with pytest.raises(ValueError, match=r"nothing usable.*'zero_byte': 1.*'undecodable': 1"):
+    with pytest.raises(InputError, match=r"nothing usable.*'zero_byte': 1.*'undecodable': 1"):
         ingest(tmp_path, options=OPTS)
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(ConfigError, match="ingest.source=.*not a directory"):
         ingest(tmp_path / "nope", options=OPTS)
 
 
@@ -318,7 +327,7 @@ def test_nothing_usable_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A workspace with a tiny demo in data/demo and the repo's params.yaml."""
-    make_demo(tmp_path / "data/demo", max_per_class=10)
+    make_demo(tmp_path / "data/demo", Demo(max_per_class=10))
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -328,7 +337,7 @@ def test_main_on_the_demo(workspace: Path) -> None:
     stage.main()
     data = workspace / "data/ingest"
     manifest = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
-    assert manifest.columns.tolist() == stage.MANIFEST_COLUMNS
+    assert manifest.columns.tolist() == MANIFEST_COLUMNS
     images = np.load(data / "images.npy")
     assert images.dtype == np.uint8 and images.shape == (len(manifest), 16, 16, 1)
     classes = json.loads((data / "classes.json").read_text())
@@ -387,7 +396,7 @@ def test_failed_write_leaves_no_partial_output(
     def broken_save(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(stage.np, "save", broken_save)
+    monkeypatch.setattr(ingest_outputs.np, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         stage.main()
     assert sorted(p.name for p in (workspace / "data").iterdir()) == ["demo"]

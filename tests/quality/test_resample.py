@@ -12,7 +12,18 @@ import yaml
 from sklearn.utils.class_weight import compute_class_weight
 
 from edge_pipeline.artifacts import datasets as data
+from edge_pipeline.config.quality import Resample
+from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.quality import resampling
 from tasks import resample, split
+
+METHODS = ("none", "class_weight", "random_over", "smote", "smoteenn", "adasyn")
+DEFAULTS = Resample().model_dump(include={"sampling_strategy", "k_neighbors", "seed"})
+
+
+def run(x: np.ndarray, y: np.ndarray, **options: object) -> tuple:
+    """`resampling.resample` with params.yaml's resample options, `options` overriding them."""
+    return resampling.resample(x, y, **(DEFAULTS | options))
 
 
 def tiny(counts: tuple[int, ...] = (30, 12, 6), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -23,10 +34,10 @@ def tiny(counts: tuple[int, ...] = (30, 12, 6), seed: int = 0) -> tuple[np.ndarr
     return x.round().astype(np.uint8).reshape(-1, 4, 4, 1), y
 
 
-@pytest.mark.parametrize("method", resample.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_on_a_tiny_set(method: str) -> None:
     x, y = tiny()
-    x_out, y_out, synthetic, source, k_used, notes = resample.resample(x, y, method=method)
+    x_out, y_out, synthetic, source, k_used, notes = run(x, y, method=method)
 
     assert x_out.dtype == np.uint8 and x_out.shape[1:] == (4, 4, 1) and y_out.dtype == np.int64
     assert len(x_out) == len(y_out) == len(synthetic) == len(source)
@@ -50,7 +61,7 @@ def test_every_method_runs_on_a_tiny_set(method: str) -> None:
 
 def test_smote_interpolates_inside_the_class() -> None:
     x, y = tiny()
-    x_out, y_out, synthetic, *_ = resample.resample(x, y, method="smote", seed=1)
+    x_out, y_out, synthetic, *_ = run(x, y, method="smote", seed=1)
     for k in (1, 2):  # each new pixel lies between the class's own min and max
         own = x[y == k].reshape(-1, 16)
         new = x_out[synthetic & (y_out == k)].reshape(-1, 16)
@@ -61,7 +72,7 @@ def test_two_and_one_example_classes_do_not_crash() -> None:
     x, y = tiny((20, 2, 1))
     names = ["big", "pair", "single"]
     for method in ("smote", "adasyn", "smoteenn"):
-        x_out, y_out, synthetic, _, k_used, notes = resample.resample(
+        x_out, y_out, synthetic, _, k_used, notes = run(
             x, y, method=method, k_neighbors=5, names=names
         )
         assert k_used == {1: 1, 2: 0}  # pair: k lowered to 1; single: random oversampling
@@ -79,14 +90,14 @@ def test_adasyn_falls_back_to_smote_where_it_cannot_run() -> None:
     x, y = tiny((20, 8))
     x[y == 1] = 255 - x[y == 1] // 8
     x[y == 0] = x[y == 0] // 8
-    _, y_out, synthetic, _, _, notes = resample.resample(x, y, method="adasyn", names=["a", "b"])
+    _, y_out, synthetic, _, _, notes = run(x, y, method="adasyn", names=["a", "b"])
     assert any("ADASYN failed" in n and "used SMOTE with k=5" in n for n in notes), notes
     assert np.bincount(y_out).tolist() == [20, 20] and synthetic.sum() == 12
 
 
 def test_class_weights_match_sklearn() -> None:
     y = np.array([0] * 30 + [1] * 12 + [3] * 6)
-    weights = resample.balanced_class_weights(y, 4)
+    weights = resampling.balanced_class_weights(y, 4)
     expected = compute_class_weight("balanced", classes=np.array([0, 1, 3]), y=y)
     np.testing.assert_allclose(weights[[0, 1, 3]], expected)
     assert weights[2] == 0.0  # absent from train
@@ -112,7 +123,7 @@ def test_main_never_touches_val_or_test(prepared_workspace) -> None:
     x_test, y_test, test_ids = data.load_split("test")
     _, y_train, train_ids = data.load_split("train")
 
-    for method in resample.METHODS:
+    for method in METHODS:
         set_params(method=method, k_neighbors=5)
         resample.main()
         assert Path("data/split/split.csv").read_bytes() == split_csv
@@ -139,7 +150,7 @@ def test_main_never_touches_val_or_test(prepared_workspace) -> None:
 def test_main_names_a_bad_strategy(prepared_workspace) -> None:
     prepared_workspace(n_classes=3, per_class=10)
     set_params(sampling_strategy={"7": 10})
-    with pytest.raises(ValueError, match=r"sampling_strategy names unknown classes \['7'\]"):
+    with pytest.raises(ConfigError, match=r"sampling_strategy names unknown classes \['7'\]"):
         resample.main()
     set_params(sampling_strategy={"1": 10, "2": 12})  # by class name: target counts
     resample.main()

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.quality import splitting
 from tasks import split
 
 FRACTIONS = {"val_fraction": 0.15, "test_fraction": 0.2}
@@ -23,7 +24,7 @@ def labels_of(counts: dict[str, int]) -> np.ndarray:
 def test_stratified_proportions_hold() -> None:
     counts = {"a": 400, "b": 150, "c": 60, "d": 20}
     labels = labels_of(counts)
-    assign, notes = split.stratified_split(labels, **FRACTIONS, seed=0)
+    assign, notes = splitting.stratified_split(labels, **FRACTIONS, seed=0)
     assert notes == []
     table = pd.crosstab(labels, assign)
     for c, n in counts.items():  # within one example of the exact share, per class and split
@@ -31,15 +32,15 @@ def test_stratified_proportions_hold() -> None:
         assert abs(table.loc[c, "val"] - 0.15 * n) <= 1, c
     sizes = table.sum()
     assert abs(sizes["test"] - 126) <= 2 and abs(sizes["val"] - 94.5) <= 2.5
-    assert split.max_proportion_gap(table) < 0.02
+    assert splitting.max_proportion_gap(table) < 0.02
 
 
 def test_deterministic_and_test_ignores_val_fraction() -> None:
     labels = labels_of({"a": 90, "b": 40, "c": 12})
-    first, _ = split.stratified_split(labels, **FRACTIONS, seed=3)
-    again, _ = split.stratified_split(labels, **FRACTIONS, seed=3)
-    other_val, _ = split.stratified_split(labels, val_fraction=0.3, test_fraction=0.2, seed=3)
-    other_seed, _ = split.stratified_split(labels, **FRACTIONS, seed=4)
+    first, _ = splitting.stratified_split(labels, **FRACTIONS, seed=3)
+    again, _ = splitting.stratified_split(labels, **FRACTIONS, seed=3)
+    other_val, _ = splitting.stratified_split(labels, val_fraction=0.3, test_fraction=0.2, seed=3)
+    other_seed, _ = splitting.stratified_split(labels, **FRACTIONS, seed=4)
     assert (first == again).all()
     assert ((first == "test") == (other_val == "test")).all()
     assert ((first == "test") != (other_seed == "test")).any()
@@ -47,7 +48,7 @@ def test_deterministic_and_test_ignores_val_fraction() -> None:
 
 def test_too_small_classes_stay_in_train_with_a_warning() -> None:
     labels = labels_of({"big": 50, "pair": 2, "one": 1, "three": 3})
-    assign, notes = split.stratified_split(labels, **FRACTIONS, seed=0)
+    assign, notes = splitting.stratified_split(labels, **FRACTIONS, seed=0)
     assert (assign[labels == "pair"] == "train").all() and (
         assign[labels == "one"] == "train"
     ).all()
@@ -60,7 +61,7 @@ def test_too_small_classes_stay_in_train_with_a_warning() -> None:
 
 def test_max_proportion_gap() -> None:
     table = pd.DataFrame({"train": [80, 20], "val": [10, 10]}, index=["a", "b"])
-    assert split.max_proportion_gap(table) == pytest.approx(0.3)  # 0.8 vs 0.5
+    assert splitting.max_proportion_gap(table) == pytest.approx(0.3)  # 0.8 vs 0.5
 
 
 def write_clean(root: Path, labels: np.ndarray, dropped: set[int], *, shuffle: int | None = None):
@@ -113,5 +114,29 @@ def test_main_excludes_dropped_and_freezes_test(prepared_workspace) -> None:
 def test_main_rejects_bad_fractions(prepared_workspace) -> None:
     bad = {"val_fraction": 0.5, "test_fraction": 0.5}
     prepared_workspace(n_classes=2, per_class=10, params={"split": bad})
-    with pytest.raises(ConfigError, match=r"split\.val_fraction=0\.5 and split\.test_fraction"):
+    with pytest.raises(ConfigError, match=r"split\.val_fraction=0\.5 \+ split\.test_fraction=0\.5"):
         split.main()
+
+
+def test_a_negative_seed_is_a_seed_problem(prepared_workspace) -> None:
+    prepared_workspace(n_classes=2, per_class=10, params={"split": {"seed": -5}})
+    with pytest.raises(ConfigError, match=r"split\.seed=-5: Input should be greater than or equal"):
+        split.main()
+
+
+def test_a_params_error_exits_78_with_the_key(prepared_workspace) -> None:
+    """`python -m tasks.split` maps a ConfigError to EXIT_CONFIG, so the flow does not retry."""
+    import os
+    import subprocess
+    import sys
+
+    from edge_pipeline.core.errors import EXIT_CONFIG
+
+    info = prepared_workspace(n_classes=2, per_class=10, params={"split": {"seed": -5}})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.split"],
+        cwd=info["root"], env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert "split.seed=-5" in proc.stderr
