@@ -23,16 +23,23 @@ class Section(BaseModel):
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the (nested) model that `loc` points into, [] when not a model."""
-    for part in loc:
-        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+    """The field names of the (nested) model that `loc` points into, [] when not a model.
+
+    Follows nested sections, optional sections and mappings of sections (`dict[str, Section]`,
+    whose key in `loc` is skipped).
+    """
+    parts = list(loc)
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
         if field is None:
             return []
         sub = field.annotation
-        candidates = [sub, *getattr(sub, "__args__", ())]
-        sub = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
+        args = getattr(sub, "__args__", ())
+        if getattr(sub, "__origin__", None) is dict and parts:
+            parts.pop(0)  # the mapping's key: the value type is the section
+            sub, args = args[1], ()
+        candidates = [sub, *args]
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if sub is None:
             return []
         model = sub
