@@ -159,12 +159,20 @@ class OrtRunner:
 
 
 class LiteRTRunner:
-    """ai-edge-litert interpreter with `threads` threads; resizes the batch dimension on demand."""
+    """ai-edge-litert interpreter with `threads` threads; resizes the batch dimension on demand.
 
-    def __init__(self, path: str, *, layout: str, threads: int) -> None:
+    The model comes from the file `path`, or from the flatbuffer `model_content` (path None).
+    """
+
+    def __init__(
+        self, path: str | None = None, *, layout: str, threads: int,
+        model_content: bytes | None = None,
+    ) -> None:  # fmt: skip
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.interpreter = Interpreter(
+            model_path=path, model_content=model_content, num_threads=threads
+        )
         self.interpreter.allocate_tensors()
         self.layout = layout
         self._refresh()
