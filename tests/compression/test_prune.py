@@ -141,7 +141,7 @@ def test_prune_stage_end_to_end(prepared_workspace):
     ws = prepared_workspace(n_classes=3, per_class=30, size=16, params=params)
     root = ws["root"]
     x, y, _, _ = d.load_train()
-    student = trained_student(x, y, epochs=6)
+    student = trained_student(x, y, epochs=12)
     (root / "data/distill").mkdir(parents=True)
     student.save(root / "data/distill/student.keras")
     (root / "data/train").mkdir(parents=True)
