@@ -24,6 +24,8 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from edge_pipeline.artifacts.catalog import MODELS  # noqa: E402
+
 TARGET_SPEEDUP = 1.3
 TARGET_MB = 5.0
 TARGET_DROP_PTS = 1.0
@@ -34,25 +36,25 @@ def _models_from_params() -> tuple[bytes, bytes, dict[str, Any]]:
     """FP32 TFLite of the params' student and of its channel-pruned copy (untrained weights)."""
     from edge_pipeline.compression.channels import channel_prune
     from edge_pipeline.compression.tflite import to_tflite
-    from edge_pipeline.core.common import load_all_params
+    from edge_pipeline.config import load_section
     from edge_pipeline.student.model import build_student, count_macs
 
-    p = load_all_params()
-    dist, prune, ingest = p.get("distill", {}), p.get("prune", {}), p.get("ingest", {})
-    shape = (*ingest.get("image_size", [16, 16]), ingest.get("channels", 1))
-    keys = ("width", "blocks", "stem_channels", "head_channels")
-    student = build_student(shape, 10, **{k: dist[k] for k in keys if k in dist})
-    pruned, _ = channel_prune(
-        student, fraction=prune.get("channel_fraction", 0.5),
-        scope=prune.get("channel_scope", "hidden"), exclude=prune.get("exclude") or (),
+    dist, prune, ingest = (load_section(s) for s in ("distill", "prune", "ingest"))
+    shape = (*ingest.image_size, ingest.channels)
+    student = build_student(
+        shape, 10, width=dist.width, blocks=dist.blocks, stem_channels=dist.stem_channels,
+        head_channels=dist.head_channels,
     )  # fmt: skip
+    pruned, _ = channel_prune(
+        student, fraction=prune.channel_fraction, scope=prune.channel_scope, exclude=prune.exclude
+    )
     facts = {"source": "params.yaml (untrained)", "input_shape": list(shape),
              "macs": {"student": count_macs(student), "pruned": count_macs(pruned)}}  # fmt: skip
     return to_tflite(student), to_tflite(pruned), facts
 
 
 def _models_from_pipeline(qat_dir: Path) -> tuple[bytes, bytes, dict[str, Any]]:
-    entries = {e["name"]: e for e in json.loads((qat_dir / "models.json").read_text())}
+    entries = {e["name"]: e for e in json.loads((qat_dir / MODELS).read_text())}
     facts = {"source": str(qat_dir), "macs": {k: entries[k]["macs"] for k in entries}}
     read = (qat_dir / entries[name]["file"] for name in ("student_fp32", "pruned_fp32"))
     return (*(p.read_bytes() for p in read), facts)
@@ -60,11 +62,11 @@ def _models_from_pipeline(qat_dir: Path) -> tuple[bytes, bytes, dict[str, Any]]:
 
 def interleaved_p50(models: dict[str, bytes], x: np.ndarray) -> dict[str, dict[str, float]]:
     """p50/p90 batch-1 latency (us) per model, 1 thread, runs interleaved across rounds."""
-    from edge_pipeline.compression.tflite import interpreter, quantize
+    from edge_pipeline.edge.runtimes import LiteRTRunner, quantize
 
     its = {}
     for name, blob in models.items():
-        it = interpreter(blob, num_threads=1)
+        it = LiteRTRunner(blob, layout="NHWC", threads=1).interpreter
         inp = it.get_input_details()[0]
         it.set_tensor(inp["index"], quantize(x[:1], inp))
         for _ in range(WARMUP):
@@ -115,11 +117,11 @@ def run() -> dict[str, Any]:
     from edge_pipeline.artifacts.catalog import stage_paths
 
     qat_dir = stage_paths("qat").data
-    pipeline = (qat_dir / "models.json").exists()
+    pipeline = (qat_dir / MODELS).exists()
     student, pruned, facts = _models_from_pipeline(qat_dir) if pipeline else _models_from_params()
-    from edge_pipeline.compression.tflite import interpreter
+    from edge_pipeline.edge.runtimes import LiteRTRunner
 
-    shape = interpreter(student).get_input_details()[0]["shape"]
+    shape = LiteRTRunner(student, layout="NHWC", threads=1).inp["shape"]
     x = np.random.default_rng(0).random(tuple(shape), dtype=np.float32)
     lat = interleaved_p50({"student_fp32": student, "pruned_fp32": pruned}, x)
     speedup = lat["student_fp32"]["p50_us"] / lat["pruned_fp32"]["p50_us"]

@@ -23,8 +23,7 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from edge_pipeline.core.common import load_params  # noqa
-from tasks.distill import parse_params  # noqa: E402
+from edge_pipeline.config import load_section  # noqa: E402
 
 TARGET_S = 180.0
 
@@ -43,22 +42,22 @@ def run(n_train: int = 1200, n_val: int = 270, epochs: int = 8) -> dict:
     from edge_pipeline.student import kd_training as kd
     from edge_pipeline.student.model import build_student, count_macs
 
-    p = parse_params(load_params("distill"))
+    p = load_section("distill")
     x, y, teacher = make_data(n_train + n_val)
     xt, yt, tt, xv, yv = x[:n_train], y[:n_train], teacher[:n_train], x[n_train:], y[n_train:]
     load = os.getloadavg()[0]
     common = {
-        "x_val": xv, "y_val": yv, "n_classes": 10, "temperature": p["temperature"],
-        "epochs": epochs, "batch_size": p["batch_size"], "lr": p["lr"], "patience": epochs,
-        "seed": p["seed"], "augment": p["augment"],
+        "x_val": xv, "y_val": yv, "n_classes": 10, "temperature": p.temperature,
+        "epochs": epochs, "batch_size": p.batch_size, "lr": p.lr, "patience": epochs,
+        "seed": p.seed, "augment": p.augment.to_dict(),
     }  # fmt: skip
     fits, walls = [], []
     start, cpu = time.perf_counter(), time.process_time()
-    for alpha in (p["alpha"], 1.0):
+    for alpha in (p.alpha, 1.0):
         t0 = time.perf_counter()
         model = build_student(
-            (16, 16, 1), 10, width=p["width"], blocks=p["blocks"], dropout=p["dropout"],
-            stem_channels=p["stem_channels"], head_channels=p["head_channels"], seed=p["seed"],
+            (16, 16, 1), 10, width=p.width, blocks=p.blocks, dropout=p.dropout,
+            stem_channels=p.stem_channels, head_channels=p.head_channels, seed=p.seed,
         )  # fmt: skip
         fits.append(kd.fit_distilled(model, xt, yt, tt, alpha=alpha, **common))
         walls.append(time.perf_counter() - t0)
@@ -67,7 +66,7 @@ def run(n_train: int = 1200, n_val: int = 270, epochs: int = 8) -> dict:
     # Per run: its first epoch, then the later epochs' average cost (callbacks included).
     firsts = [f["history"]["epoch_seconds"][0] for f in fits]
     later = [(w - f1) / (epochs - 1) for w, f1 in zip(walls, firsts, strict=True)]
-    projected = sum(f1 + (p["epochs"] - 1) * e for f1, e in zip(firsts, later, strict=True))
+    projected = sum(f1 + (p.epochs - 1) * e for f1, e in zip(firsts, later, strict=True))
     figures = {
         "n_train": n_train,
         "epochs_per_run": epochs,
@@ -75,7 +74,7 @@ def run(n_train: int = 1200, n_val: int = 270, epochs: int = 8) -> dict:
         "macs": count_macs(model),
         "train_seconds_both_runs": round(wall, 1),
         "cpu_seconds_both_runs": round(cpu, 1),
-        "stage_epochs_per_run": p["epochs"],
+        "stage_epochs_per_run": p.epochs,
         "projected_worst_case_s": round(projected, 1),
         "target_s": TARGET_S,
         "ratio_to_target": round(projected / TARGET_S, 3),
@@ -91,7 +90,7 @@ def run(n_train: int = 1200, n_val: int = 270, epochs: int = 8) -> dict:
         print(f"{key:>26}: {value}")
     verdict = "meets" if projected <= TARGET_S else "MISSES"
     print(
-        f"student training (distilled + baseline, {p['epochs']} epochs each, no early stop) "
+        f"student training (distilled + baseline, {p.epochs} epochs each, no early stop) "
         f"{verdict} the {TARGET_S:.0f} s target"
     )
     return figures

@@ -23,7 +23,7 @@ def digits(n_classes: int = 3, per_class: int = 60) -> tuple[np.ndarray, np.ndar
 
 
 def tiny_student(n_classes: int = 3, *, size: int = 8, seed: int = 0) -> Any:
-    """A MobileNetV2-style student from edge_pipeline.student.model with two residual blocks (about 2k params).
+    """A MobileNetV2-style student (edge_pipeline.student.model), two residual blocks, ~2k params.
 
     BatchNorm momentum is lowered to 0.8 so a few dozen training steps give usable moving
     statistics (at Keras' 0.99 the inference-mode model would still be near its initialisation).
@@ -63,3 +63,14 @@ def zero_smallest(model: Any, fraction: float) -> Any:
             weights[0] = np.where(np.abs(kernel) <= cut, 0.0, kernel).astype(kernel.dtype)
             layer.set_weights(weights)
     return model
+
+
+def load_with(section: str, values: dict[str, Any], tmp_dir: Any) -> Any:
+    """`load_section(section)` of a params file holding only `{section: values}` (in tmp_dir)."""
+    import yaml
+
+    from edge_pipeline.config import load_section
+
+    path = tmp_dir / "params.yaml"
+    path.write_text(yaml.safe_dump({section: values}))
+    return load_section(section, path)

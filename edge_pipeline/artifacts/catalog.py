@@ -40,10 +40,11 @@ MODELS = "models.json"  # name -> {file, runtime, dtype, ...}
 META = "meta.json"
 # distill -> prune, qat, export; prune -> qat
 STUDENT = "student.keras"
+BASELINE = "baseline.keras"  # the alpha = 1 student (report only)
 STUDENT_PRUNED = "student_pruned.keras"
-# export
-ONNX_FP32 = "fp32.onnx"
-ONNX_INT8 = "int8.onnx"
+# export -> benchmark (through models.json)
+ONNX_FP32 = "student_fp32.onnx"
+ONNX_INT8 = "student_int8.onnx"
 # benchmark -> register
 CHOSEN = "chosen.json"
 RESULTS = "results.json"

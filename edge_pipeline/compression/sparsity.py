@@ -125,7 +125,7 @@ def check_sparsity(
     table: Mapping[str, Mapping[str, float]],
     expected: Mapping[str, float],
     *,
-    tolerance: float = 0.02,
+    tolerance: float,
 ) -> None:
     """Raise SparsityShortfall if any layer is more than `tolerance` below its expected sparsity."""
     short = {
@@ -157,7 +157,7 @@ def prune_and_finetune(
     block_size: Sequence[int] = (1, 1),
     m_by_n: Sequence[int] | None = None,
     exclude: Collection[str] = (),
-    tolerance: float = 0.02,
+    tolerance: float,
     **fit_kwargs: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """Sparsify `model` to `target` with distillation fine-tuning, strip the wrappers, check it.
@@ -167,9 +167,10 @@ def prune_and_finetune(
         x_train: uint8 (N, H, W, C); y_train: int (N,); teacher_logits: float (N, K).
         ramp_epochs: passes over the train set while sparsity rises (run as one epoch).
         recovery_epochs: epochs at constant sparsity afterwards (0 = none).
+        tolerance: how far (a fraction, 0.02 = 2 points) a layer may end below its target.
         plan: explicit schedule (default `plan_schedule` over the ramp's real step count).
-        fit_kwargs: the other keywords of `edge_pipeline.student.kd_training.fit_distilled` (x_val, y_val, n_classes,
-            alpha, temperature, lr, patience, seed, ...).
+        fit_kwargs: the other keywords of `student.kd_training.fit_distilled` (x_val, y_val,
+            n_classes, alpha, temperature, lr, patience, seed, ...).
 
     Returns:
         (stripped sparse model, {"plan", "expected", "layers" (kernel_sparsity),

@@ -1,23 +1,22 @@
 """TFLite conversion and LiteRT checks shared by the qat stage and the compression benchmark.
 
 - `to_tflite`: FP32, or full-integer INT8 with a representative dataset (int8/uint8 input/output).
-- `litert_logits`: run a .tflite model in LiteRT (`ai_edge_litert`), quantising inputs with the
-  input tensor's scale/zero point and dequantising outputs.
+- `litert_logits`: run a .tflite flatbuffer through the edge runtimes' `LiteRTRunner` (the one
+  LiteRT inference path: inputs quantised with the input tensor's scale/zero point, outputs
+  dequantised).
 - `weight_report`: read the flatbuffer (LiteRT's schema) and report, for the filters of every
   CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op, their dtype and fraction of zeros.
-- `latency_us`: single-image latency percentiles after warm-up.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from typing import Any
 
 import numpy as np
 
-from edge_pipeline.edge.runtimes import dequantize, quantize  # numpy only: no TensorFlow at import
+from edge_pipeline.edge.runtimes import LiteRTRunner, predict_batched  # numpy only at import
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 IO_DTYPES = ("int8", "uint8")
@@ -57,30 +56,13 @@ def to_tflite(
         return converter.convert()
 
 
-def interpreter(model: bytes, *, num_threads: int = 1) -> Any:
-    """A LiteRT interpreter with its tensors allocated."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=model, num_threads=num_threads)
-    it.allocate_tensors()
-    return it
-
-
 def litert_logits(model: bytes, x: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """float32 (N, K) outputs of a .tflite model on float32 images x (N, H, W, C) in [0, 1]."""
-    it = interpreter(model)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    results = []
-    for start in range(0, len(x), batch_size):
-        xb = np.asarray(x[start : start + batch_size], dtype=np.float32)
-        if tuple(inp["shape"]) != xb.shape:
-            it.resize_tensor_input(inp["index"], list(xb.shape))
-            it.allocate_tensors()
-            inp, out = it.get_input_details()[0], it.get_output_details()[0]
-        it.set_tensor(inp["index"], quantize(xb, inp))
-        it.invoke()
-        results.append(dequantize(it.get_tensor(out["index"]), out))
-    return np.concatenate(results)
+    """float32 (N, K) outputs of a .tflite model on float32 images x (N, H, W, C) in [0, 1].
+
+    One LiteRT thread, batches of `batch_size` (the last one padded, see `predict_batched`).
+    """
+    runner = LiteRTRunner(model, layout="NHWC", threads=1)
+    return predict_batched(runner, np.asarray(x, dtype=np.float32), batch=batch_size)
 
 
 def weight_report(model: bytes) -> list[dict[str, Any]]:
@@ -116,21 +98,3 @@ def weight_report(model: bytes) -> list[dict[str, Any]]:
             "sparsity": zeros / max(1, values.size),
         })  # fmt: skip
     return rows
-
-
-def latency_us(
-    model: bytes, x: np.ndarray, *, num_threads: int = 1, warmup: int = 50, runs: int = 500
-) -> dict[str, float]:
-    """Batch-1 latency in microseconds (p50, p90, p99) of `invoke` on the first image of float x."""
-    it = interpreter(model, num_threads=num_threads)
-    inp = it.get_input_details()[0]
-    it.set_tensor(inp["index"], quantize(np.asarray(x[:1], dtype=np.float32), inp))
-    for _ in range(warmup):
-        it.invoke()
-    times = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        it.invoke()
-        times[i] = time.perf_counter() - t0
-    p50, p90, p99 = np.percentile(times * 1e6, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}

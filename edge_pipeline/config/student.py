@@ -1,9 +1,41 @@
-"""TEMPORARY permissive sections (student); replaced by the typed schema."""
+"""params.yaml `distill`: the tf_keras student distilled from the teacher (tasks/distill.py)."""
 
-from pydantic import ConfigDict
+from __future__ import annotations
 
-from edge_pipeline.config.base import Section
+from typing import Literal
+
+from pydantic import Field, PositiveInt, StrictBool
+
+from edge_pipeline.config.base import Augment, Section
+
+# [expansion, channels, repeats, stride] of one MobileNetV2 inverted-residual stage
+Block = tuple[PositiveInt, PositiveInt, PositiveInt, Literal[1, 2]]
+DEFAULT_BLOCKS: list[Block] = [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2)]
 
 
 class Distill(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """The student's architecture, its distillation loss and its training (Adam, cosine lr)."""
+
+    # weight of the hard-label CE in [0, 1]; 1 - alpha goes to the teacher's soft targets
+    alpha: float = Field(0.1, ge=0, le=1)
+    # T > 0 softening teacher and student distributions (loss scaled by T^2)
+    temperature: float = Field(4.0, gt=0)
+    # width multiplier on stem and block channels (rounded to multiples of 8)
+    width: float = Field(1.0, gt=0, le=4)
+    # MobileNetV2 inverted-residual stages: [expansion, channels, repeats, stride 1 or 2]
+    blocks: list[Block] = Field(default_factory=lambda: list(DEFAULT_BLOCKS), min_length=1)
+    stem_channels: int = Field(16, ge=1, le=1024)  # filters of the 3x3 stem conv
+    head_channels: int = Field(128, ge=1, le=4096)  # 1x1 conv before global pooling
+    dropout: float = Field(0.1, ge=0, le=0.95)  # before the logits layer
+    epochs: int = Field(40, ge=1, le=1000)
+    batch_size: int = Field(64, ge=2, le=4096)
+    lr: float = Field(0.005, gt=0, le=1)  # Adam, cosine-decayed to 0 over all epochs
+    # stop after this many epochs without a better val macro-F1 (best weights kept)
+    patience: int = Field(8, ge=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    # per-example CE/KD weights from data/resample/class_weights.json
+    use_class_weights: StrictBool = False
+    # the teacher's policy (train.augment), applied in the tf.data pipeline
+    augment: Augment = Augment()
+    # TensorFlow CPU threads; null = TensorFlow's default (all cores)
+    threads: int | None = Field(None, ge=1, le=256)

@@ -45,8 +45,10 @@ def write_distribution_csvs(table: pd.DataFrame, plots_dir: Path) -> None:
         write_csv(frame.round(6), plots_dir / f"{name}.csv")
 
 
-def write_bar_png(table: pd.DataFrame, path: Path, *, title: str, xlabel: str) -> None:
-    """Grouped horizontal bars: one group per class (row), one bar per column."""
+def write_bar_png(
+    table: pd.DataFrame, path: Path, *, title: str, xlabel: str, ylabel: str = "class"
+) -> None:
+    """Grouped horizontal bars: one group per row (a class, or a layer), one bar per column."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +59,7 @@ def write_bar_png(table: pd.DataFrame, path: Path, *, title: str, xlabel: str) -
     table.iloc[::-1].plot.barh(ax=ax, width=0.8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("class")
+    ax.set_ylabel(ylabel)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

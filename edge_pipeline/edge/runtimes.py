@@ -159,10 +159,13 @@ class OrtRunner:
 
 
 class LiteRTRunner:
-    """ai-edge-litert interpreter with `threads` threads; resizes the batch dimension on demand."""
+    """ai-edge-litert interpreter with `threads` threads; resizes the batch dimension on demand.
 
-    def __init__(self, path: str, *, layout: str, threads: int) -> None:
-        self.interpreter = litert_interpreter(path, threads=threads)
+    The model is a .tflite path or its flatbuffer bytes.
+    """
+
+    def __init__(self, model: str | bytes, *, layout: str, threads: int) -> None:
+        self.interpreter = litert_interpreter(model, threads=threads)
         self.layout = layout
         self._refresh()
 

@@ -36,11 +36,13 @@ from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from edge_pipeline.config.student import Distill  # noqa: E402
+
+# The architecture's defaults are params.yaml `distill`'s, stated once in its schema.
+_D = Distill()
 # Keras' 0.99 leaves the moving statistics far from the batch ones after the few hundred steps a
 # small data set gives, so validation in inference mode lags training; 0.9 settles in ~50 steps.
 BN_MOMENTUM = 0.9
-# [expansion, channels, repeats, stride] per stage: 16x16 -> 8x8 -> 4x4 feature maps.
-DEFAULT_BLOCKS = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2))
 
 
 def _divisible(value: float, divisor: int = 8) -> int:
@@ -65,10 +67,10 @@ def _block_plan(blocks: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
 
 def nominal_channels(
     *,
-    width: float = 1.0,
-    blocks: Sequence[Sequence[int]] = DEFAULT_BLOCKS,
-    stem_channels: int = 16,
-    head_channels: int = 128,
+    width: float = _D.width,
+    blocks: Sequence[Sequence[int]] = tuple(_D.blocks),
+    stem_channels: int = _D.stem_channels,
+    head_channels: int = _D.head_channels,
 ) -> dict[str, int]:
     """Filters of every Conv2D by layer name, after the width multiplier (head is not scaled)."""
     if width <= 0:
@@ -87,12 +89,12 @@ def student_config(
     input_shape: Sequence[int],
     n_classes: int,
     *,
-    width: float = 1.0,
-    blocks: Sequence[Sequence[int]] = DEFAULT_BLOCKS,
-    stem_channels: int = 16,
-    head_channels: int = 128,
-    dropout: float = 0.1,
-    seed: int = 0,
+    width: float = _D.width,
+    blocks: Sequence[Sequence[int]] = tuple(_D.blocks),
+    stem_channels: int = _D.stem_channels,
+    head_channels: int = _D.head_channels,
+    dropout: float = _D.dropout,
+    seed: int = _D.seed,
     channels: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The JSON-able kwargs of `build_student` (lists, not tuples), with channels made explicit."""
@@ -120,12 +122,12 @@ def build_student(
     input_shape: Sequence[int],
     n_classes: int,
     *,
-    width: float = 1.0,
-    blocks: Sequence[Sequence[int]] = DEFAULT_BLOCKS,
-    stem_channels: int = 16,
-    head_channels: int = 128,
-    dropout: float = 0.1,
-    seed: int = 0,
+    width: float = _D.width,
+    blocks: Sequence[Sequence[int]] = tuple(_D.blocks),
+    stem_channels: int = _D.stem_channels,
+    head_channels: int = _D.head_channels,
+    dropout: float = _D.dropout,
+    seed: int = _D.seed,
     channels: Mapping[str, int] | None = None,
 ) -> Any:
     """Build the student (an uncompiled `tf_keras.Model`; see the module docstring for its layout).

@@ -1,7 +1,7 @@
 """Outputs of the distill stage: metrics, data/distill artifacts, report, plots and MLflow logging.
 
-`runs` everywhere is `tasks.distill.train_pair`'s result: {"student" | "baseline": {"model", "fit",
-"test"}}, with "fit" from `edge_pipeline.student.kd_training.fit_distilled` and "test" from `edge_pipeline.student.kd_training.evaluate`.
+`runs` everywhere is `kd_vs_baseline.train_pair`'s result: {"student" | "baseline": {"model",
+"fit", "test"}}, with "fit" from `kd_training.fit_distilled` and "test" from `kd_training.evaluate`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from edge_pipeline.artifacts.catalog import StagePaths, stage_paths  # noqa
-from edge_pipeline.core.io import atomic_path, read_json, write_json  # noqa
-from edge_pipeline.core.plots import confusion_figure  # noqa
+from edge_pipeline.artifacts.catalog import (  # noqa: E402
+    BASELINE,
+    META,
+    MODELS,
+    STUDENT,
+    TEST_PREDICTIONS,
+    StagePaths,
+    stage_paths,
+)
+from edge_pipeline.config.student import Distill  # noqa: E402
+from edge_pipeline.core.io import atomic_path, read_json, write_json  # noqa: E402
+from edge_pipeline.core.plots import confusion_figure  # noqa: E402
 
 RUNS = ("student", "baseline")
+FILES = {"student": STUDENT, "baseline": BASELINE}  # data/distill/<file> of each run
 
 
 def _pts(a: float | None, b: float | None) -> float | None:
@@ -43,7 +53,7 @@ def build_metrics(
         "test_support": dict(zip(classes, np.sum(t["confusion"], axis=1).tolist(), strict=True)),
         "n_test": t["n"],
         "params": params,
-        "int8_bytes": params,  # one byte per weight as INT8, against the 5 MB budget
+        "int8_bytes": params,  # one byte per weight as INT8 (benchmark gates the real files)
         "macs": macs,
         "teacher_test_macro_f1": teacher["test_macro_f1"],
         "teacher_test_accuracy": teacher["test_accuracy"],
@@ -70,53 +80,53 @@ def write_models(
     out_dir: Path,
     runs: dict[str, Any],
     config: dict[str, Any],
-    p: dict[str, Any],
+    p: Distill,
     d: dict[str, Any],
     metrics: dict[str, Any],
 ) -> None:
     """data/distill/: student.keras, baseline.keras, meta.json and models.json, all or nothing."""
     import tensorflow as tf
 
-    teacher_models = stage_paths("train").data / "models.json"
+    teacher_models = stage_paths("train").data / MODELS
     source = read_json(teacher_models)[0]["name"] if teacher_models.exists() else None
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name in RUNS:
-            runs[name]["model"].save(tmp / f"{name}.keras")
+            runs[name]["model"].save(tmp / FILES[name])
         write_json(
-            tmp / "meta.json",
+            tmp / META,
             {
-                "student_config": config,  # edge_pipeline.student.model.build_student(**config) rebuilds it
+                "student_config": config,  # student.model.build_student(**config) rebuilds it
                 "classes": d["classes"],
                 "layout": "NHWC",
                 "input_scale": "float32 x / 255 (no normalisation layer; stem BN normalises)",
                 "output": "logits (N, K), no softmax",
-                "alpha": p["alpha"],
-                "temperature": p["temperature"],
-                "augment": p["augment"],
+                "alpha": p.alpha,
+                "temperature": p.temperature,
+                "augment": p.augment.to_dict(),
                 "params": metrics["params"],
                 "macs": metrics["macs"],
                 "best_epoch": metrics["best_epoch"],
                 "baseline_best_epoch": metrics["baseline_best_epoch"],
                 "n_train": len(d["y_train"]),
-                "seed": p["seed"],
+                "seed": p.seed,
                 "tensorflow": tf.__version__,
             },
         )
         write_json(
-            tmp / "models.json",
+            tmp / MODELS,
             [
                 {
                     "name": "student_keras",
-                    "file": "student.keras",
+                    "file": STUDENT,
                     "runtime": "keras",
                     "layout": "NHWC",
                     "dtype": "float32",
                     "source": source,
                     "params": metrics["params"],
                     "macs": metrics["macs"],
-                    "description": f"MobileNetV2-style tf_keras student (width {p['width']}), "
-                    f"distilled (alpha {p['alpha']}, T {p['temperature']}); input float32 x / 255",
+                    "description": f"MobileNetV2-style tf_keras student (width {p.width}), "
+                    f"distilled (alpha {p.alpha}, T {p.temperature}); input float32 x / 255",
                 }
             ],
         )
@@ -160,7 +170,7 @@ def write_outputs(
         for name, table in tables.items():
             table.round(6).to_csv(tmp / f"history_{name}.csv", index=False)
         pd.DataFrame({"actual": names[d["y_test"]], "predicted": names[pred]}).to_csv(
-            tmp / "test_predictions.csv", index=False
+            tmp / TEST_PREDICTIONS, index=False
         )
         for name, fig in figures.items():
             fig.savefig(tmp / name, dpi=110)
@@ -205,8 +215,8 @@ def render_report(
         f"points (target <= 1.5; val gap {fmt(m['val_gap_to_teacher_pts'], '+.2f')}).",
         f"- Distillation gain over the same student trained on labels only: "
         f"**{fmt(m['kd_gain_pts'], '+.2f')}** macro-F1 points.",
-        f"- Model: {m['params']:,} parameters ({m['int8_bytes'] / 1e6:.3f} MB as INT8, "
-        f"budget 5 MB), {m['macs']:,} MACs per image.",
+        f"- Model: {m['params']:,} parameters ({m['int8_bytes'] / 1e6:.3f} MB as INT8; the "
+        f"benchmark stage gates the real file sizes), {m['macs']:,} MACs per image.",
         f"- Training: {m['train_seconds']:.1f} s for both runs ({m['student_train_seconds']:.1f} s "
         f"distilled, {m['baseline_train_seconds']:.1f} s baseline; validation included), "
         f"{m['train_images_per_s']:.0f} images/s, {m['threads']} threads; best epoch "

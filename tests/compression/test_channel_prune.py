@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_pipeline.compression import channels as cp
-from edge_pipeline.compression.finetune import conv_channels, prediction_agreement
+from edge_pipeline.compression.model_facts import conv_channels, prediction_agreement
 from tests.compression_fixtures import digits, tiny_student, trained_student
 
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from edge_pipeline.compression import onnx_export as export
 from edge_pipeline.core.errors import ConfigError
-from tasks import export
-from tests.compression_fixtures import digits, trained_student
+from tests.compression_fixtures import digits, load_with, trained_student
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +57,17 @@ def test_int8_qdq_model_runs_and_mostly_agrees(model, fp32, data):
     assert export.parity(model.predict(x, verbose=0), logits)["agreement"] >= 0.9
 
 
-def test_options_fail_naming_the_key():
-    with pytest.raises(ConfigError, match=r"export\.opset"):
-        export.read_options({"opset": 9})
-    with pytest.raises(ConfigError, match=r"export\.min_fp32_agreement"):
-        export.read_options({"min_fp32_agreement": 2})
+def test_options_fail_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"export\.opset=9: .*greater than or equal to 13"):
+        load_with("export", {"opset": 9}, tmp_path)
+    with pytest.raises(ConfigError, match=r"export\.min_fp32_agreement=2"):
+        load_with("export", {"min_fp32_agreement": 2}, tmp_path)
 
 
 @pytest.mark.slow
 def test_export_stage_end_to_end(prepared_workspace):
     from edge_pipeline.artifacts import datasets as d
+    from tasks import export as stage
 
     params = {"export": {"opset": 17, "calib_samples": 16}}
     ws = prepared_workspace(n_classes=3, per_class=30, size=16, params=params)
@@ -75,7 +76,7 @@ def test_export_stage_end_to_end(prepared_workspace):
     (root / "data/distill").mkdir(parents=True)
     trained_student(x, y, epochs=4).save(root / "data/distill/student.keras")
 
-    export.main()
+    stage.main()
 
     entries = {e["name"]: e for e in json.loads((root / "data/export/models.json").read_text())}
     assert set(entries) == {"student_fp32", "student_int8"}

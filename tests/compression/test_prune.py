@@ -10,7 +10,7 @@ import pytest
 
 from edge_pipeline.compression import sparsity as sp
 from edge_pipeline.core.errors import ConfigError
-from tests.compression_fixtures import digits, trained_student
+from tests.compression_fixtures import digits, load_with, trained_student
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,9 @@ def _prune(model, data, **kwargs):
     fit = dict(x_val=x, y_val=y, n_classes=3, alpha=1.0, temperature=1.0, lr=1e-3, patience=1)
     options = {"target": 0.5, "ramp_epochs": 2, "recovery_epochs": 0, "batch_size": 32, **kwargs}
     teacher = np.zeros((len(x), 3), np.float32)
-    return sp.prune_and_finetune(_fresh(model), x, y, teacher, seed=0, **fit, **options)
+    return sp.prune_and_finetune(
+        _fresh(model), x, y, teacher, seed=0, tolerance=0.02, **fit, **options
+    )
 
 
 def test_plan_lands_the_last_update_on_the_last_step():
@@ -95,24 +97,40 @@ def test_m_by_n_where_input_channels_allow_and_block_sparsity_on_dense(trained, 
     assert set(np.unique(pairs)) <= {0, 2} and info["layers"]["logits"]["sparsity"] >= 0.48
 
 
-def test_options_fail_naming_the_key():
-    from tasks.prune import read_options
+def test_options_fail_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"prune\.block_size\.0=0"):
+        load_with("prune", {"block_size": [0, 4]}, tmp_path)
+    with pytest.raises(ConfigError, match=r"prune\.channel_scope='everything'.*'hidden' or 'all'"):
+        load_with("prune", {"channel_scope": "everything"}, tmp_path)
+    with pytest.raises(ConfigError, match=r"prune\.target_sparsity=1\.5"):
+        load_with("prune", {"target_sparsity": 1.5}, tmp_path)
+    with pytest.raises(ConfigError, match=r"prune\.augment\.rotate: .*did you mean rotation_deg"):
+        load_with("prune", {"augment": {"rotate": 10}}, tmp_path)
+    with pytest.raises(ConfigError, match=r"prune\.target_sparsty: .*did you mean target_sparsity"):
+        load_with("prune", {"target_sparsty": 0.9}, tmp_path)
+    assert load_with("prune", {"sparsity_m_by_n": [2, 4]}, tmp_path).sparsity_m_by_n == (2, 4)
+    fit = load_with("prune", {"augment": {"rotation_deg": 5}}, tmp_path).fit_options()
+    assert fit["augment"] == {
+        "hflip": False,
+        "rotation_deg": 5,
+        "crop_padding": 1,
+        "color_jitter": 0,
+    }
+    assert load_with("prune", {"augment": None}, tmp_path).fit_options()["augment"] is None
 
-    with pytest.raises(ConfigError, match=r"prune\.block_size"):
-        read_options({"block_size": [0, 4]})
-    with pytest.raises(ConfigError, match=r"prune\.channel_scope"):
-        read_options({"channel_scope": "everything"})
-    with pytest.raises(ConfigError, match=r"prune\.target_sparsity"):
-        read_options({"target_sparsity": 1.5})
-    with pytest.raises(ConfigError, match=r"prune\.augment.*rotation_deg"):
-        read_options({"augment": {"rotate": 10}})
-    assert read_options({"sparsity_m_by_n": [2, 4]})["m_by_n"] == (2, 4)
-    assert read_options({"augment": {"rotation_deg": 10}})["fit"]["augment"] == {"rotation_deg": 10}
+
+def test_defaults_are_the_params_yaml_values(tmp_path):
+    """With its keys removed, prune runs as params.yaml says (it used to fall back to 15/3/5e-4)."""
+    fit = load_with("prune", {}, tmp_path).fit_options()
+    assert (fit["epochs"], fit["patience"], fit["lr"]) == (30, 10, 1e-3)
+    assert fit["augment"]["rotation_deg"] == 10 and fit["augment"]["crop_padding"] == 1
+    assert load_with("prune", {}, tmp_path).sparsity_tolerance == 0.02
 
 
 @pytest.mark.slow
 def test_prune_stage_end_to_end(prepared_workspace):
     from edge_pipeline.artifacts import datasets as d
+    from edge_pipeline.compression.model_facts import load_keras
     from edge_pipeline.student.kd_training import predict_logits
     from tasks import prune
 
@@ -123,7 +141,7 @@ def test_prune_stage_end_to_end(prepared_workspace):
     ws = prepared_workspace(n_classes=3, per_class=30, size=16, params=params)
     root = ws["root"]
     x, y, _, _ = d.load_train()
-    student = trained_student(x, y, epochs=6)
+    student = trained_student(x, y, epochs=12)
     (root / "data/distill").mkdir(parents=True)
     student.save(root / "data/distill/student.keras")
     (root / "data/train").mkdir(parents=True)
@@ -144,5 +162,5 @@ def test_prune_stage_end_to_end(prepared_workspace):
     table = pd.read_csv(root / "plots/prune/sparsity.csv")
     assert set(table["layer"]) == set(meta["sparsity"]) and (table["sparsity"] >= 0.48).all()
     assert (root / "plots/prune/channels.png").stat().st_size > 0
-    pruned = prune.cx.load_keras(root / "data/prune/student_pruned.keras")
+    pruned = load_keras(root / "data/prune/student_pruned.keras")
     assert pruned.get_layer("b1_dw").get_weights()[0].shape[2] == 12

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from edge_pipeline.config import load_section
+from edge_pipeline.config.student import Distill
 from edge_pipeline.core.errors import ConfigError
 from tasks import distill
 
@@ -23,30 +25,33 @@ TINY = {
 }
 
 
-def test_repo_params_are_valid_and_complete():
+def test_repo_params_are_valid_and_the_schema_defaults():
     cfg = yaml.safe_load((REPO / "params.yaml").read_text())["distill"]
-    p = distill.parse_params(cfg)
-    assert set(p) == set(distill.DEFAULTS)
-    assert 0 <= p["alpha"] < 1 and p["temperature"] > 0  # the default distils
+    p = load_section("distill", REPO / "params.yaml")
+    assert p == Distill() and p.to_dict() == Distill.model_validate(cfg).to_dict()
+    assert 0 <= p.alpha < 1 and p.temperature > 0  # the default distils
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"temperature": 0}, r"distill.temperature=0 must be a number in \[1e-06, inf\]"),
-        ({"temperature": -1.0}, r"distill.temperature=-1.0 must be"),
-        ({"alpha": 1.5}, r"distill.alpha=1.5 must be a number in \[0.0, 1.0\]"),
-        ({"width": 0}, r"distill.width=0 must be a number in \[1e-06"),
-        ({"temprature": 2.0}, r"distill.temprature is not an option; allowed keys: \['alpha'"),
-        ({"blocks": [[4, 24, 2]]}, r"distill.blocks=.*\[expansion, channels, repeats, stride\]"),
-        ({"blocks": [[4, 24, 2, 3]]}, r"stride 1 or 2"),
-        ({"augment": {"flip": True}}, r"distill.augment.flip is not an option; allowed keys"),
-        ({"use_class_weights": "yes"}, r"distill.use_class_weights='yes' must be true or false"),
+        ({"temperature": 0}, r"distill.temperature=0: Input should be greater than 0"),
+        ({"temperature": -1.0}, r"distill.temperature=-1.0: Input should be greater than 0"),
+        ({"alpha": 1.5}, r"distill.alpha=1.5: Input should be less than or equal to 1"),
+        ({"width": 0}, r"distill.width=0: Input should be greater than 0"),
+        ({"temprature": 2.0}, r"distill.temprature: not an option; did you mean temperature\?"),
+        ({"blocks": [[4, 24, 2]]}, r"distill.blocks.0.3=\[4, 24, 2\]: Field required"),
+        ({"blocks": [[4, 24, 2, 3]]}, r"distill.blocks.0.3=3: Input should be 1 or 2"),
+        ({"blocks": []}, r"distill.blocks=\[\]: .*at least 1 item"),
+        ({"augment": {"flip": True}}, r"distill.augment.flip: not an option; did you mean hflip\?"),
+        ({"use_class_weights": "yes"}, r"distill.use_class_weights='yes': .*valid boolean"),
     ],
 )
-def test_bad_params_name_the_key_and_the_allowed_values(override, message):
+def test_bad_params_name_the_key_and_the_allowed_values(override, message, tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"distill": override}))
     with pytest.raises(ConfigError, match=message):
-        distill.parse_params(dict(distill.DEFAULTS) | override)
+        load_section("distill", path)
 
 
 def _teacher_outputs(root: Path, info: dict, *, test_macro_f1: float | None = 0.95) -> None:
@@ -72,7 +77,7 @@ def _teacher_outputs(root: Path, info: dict, *, test_macro_f1: float | None = 0.
 
 def test_main_stops_on_a_bad_param_before_reading_data_or_training(prepared_workspace, monkeypatch):
     info = prepared_workspace(params={"distill": TINY | {"temperature": 0.0}})
-    monkeypatch.setattr(distill, "load_inputs", lambda: pytest.fail("read data before validating"))
+    monkeypatch.setattr(distill, "load_kd_sets", lambda **_: pytest.fail("read data first"))
     with pytest.raises(ConfigError, match="distill.temperature=0.0"):
         distill.main()
     assert not (info["root"] / "data" / "distill").exists()

@@ -1,0 +1,91 @@
+"""The prune stage's method: channel pruning, then TF-MOT sparsity, fine-tuned by distillation.
+
+1. Channel pruning (channels.py): remove the weakest `channel_fraction` of the hidden filters of
+   every inverted-residual block (and of the head with scope "all"), rebuild a thinner model,
+   refit the layers after them by least squares, and check the class agreement with the student
+   BEFORE any fine-tuning (`min_agreement`).
+2. Sparsity (sparsity.py): TF-MOT `prune_low_magnitude` to `target_sparsity` over the ramp,
+   fine-tuned with the distillation loss against the teacher logits, wrappers stripped, and the
+   sparsity reached asserted per layer (within `sparsity_tolerance`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from edge_pipeline.compression import model_facts as mf
+from edge_pipeline.config.compression import Prune
+
+log = logging.getLogger("edge_pipeline.compression.pruning")
+
+
+def prune_student(
+    model: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    teacher_logits: np.ndarray,
+    *,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_check: np.ndarray,
+    y_check: np.ndarray | None = None,
+    options: Prune,
+) -> tuple[Any, dict[str, Any]]:
+    """Channel-prune then sparsify `model` (module docstring), fine-tuning with distillation.
+
+    Args:
+        model: the student, float32 (N, H, W, C) in [0, 1] -> (N, K) logits.
+        x_train: uint8 (N, H, W, C); y_train: int (N,); teacher_logits: float32 (N, K).
+        x_val, y_val: uint8 (M, H, W, C), int (M,) for early stopping.
+        x_check: uint8 (L, H, W, C) images for the agreement check before fine-tuning;
+            y_check: their int (L,) labels, to report the accuracy there too (optional).
+        options: params.yaml `prune` (`epochs` = recovery epochs at constant sparsity).
+
+    Returns:
+        (stripped pruned model, report: "channels", "agreement_before_finetune",
+         "channel_pruned" (facts), and `prune_and_finetune`'s "plan", "expected", "layers",
+         "overall_sparsity", "ramp", "recovery").
+
+    Raises:
+        ValueError: agreement below `min_agreement`; SparsityShortfall: target not reached.
+    """
+    from edge_pipeline.compression.channels import channel_prune
+    from edge_pipeline.compression.sparsity import prune_and_finetune
+
+    o = options
+    calib = mf.calibration_sample(x_train, o.calib_samples, seed=o.seed)
+    thin, channels = channel_prune(
+        model, fraction=o.channel_fraction, x_calib=calib, exclude=o.exclude,
+        scope=o.channel_scope, seed=o.seed,
+    )  # fmt: skip
+    x_float = x_check.astype(np.float32) / 255.0
+    agreement = mf.prediction_agreement(model, thin, x_float)
+    thin_facts = {**mf.keras_facts(thin), "agreement_before_finetune": round(agreement, 4)}
+    if y_check is not None:
+        pred = thin.predict(x_float, verbose=0).argmax(axis=1)
+        thin_facts["accuracy_before_finetune"] = round(float(np.mean(pred == y_check)), 4)
+    log.info("channel pruning %s; before fine-tuning %s", channels, thin_facts)
+    if agreement < o.min_agreement:
+        raise ValueError(
+            f"after removing {o.channel_fraction:.0%} of the channels the model agrees with the "
+            f"student on only {agreement:.1%} of {len(x_check)} images (prune.min_agreement="
+            f"{o.min_agreement}); lower prune.channel_fraction or raise prune.calib_samples"
+        )
+    fit = o.fit_options()
+    recovery_epochs = fit.pop("epochs")
+    pruned, info = prune_and_finetune(
+        thin, x_train, y_train, teacher_logits, target=o.target_sparsity,
+        ramp_epochs=o.ramp_epochs, recovery_epochs=recovery_epochs, frequency=o.frequency,
+        block_size=o.block_size, m_by_n=o.sparsity_m_by_n, exclude=o.exclude,
+        tolerance=o.sparsity_tolerance, x_val=x_val, y_val=y_val,
+        n_classes=int(teacher_logits.shape[1]), **fit,
+    )  # fmt: skip
+    return pruned, {
+        "channels": channels,
+        "agreement_before_finetune": agreement,
+        "channel_pruned": thin_facts,
+        **info,
+    }
