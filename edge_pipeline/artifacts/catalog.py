@@ -46,6 +46,8 @@ ONNX_INT8 = "int8.onnx"
 # benchmark -> register
 CHOSEN = "chosen.json"
 RESULTS = "results.json"
+# register (reports/register, shown as its Prefect artifact)
+DECISION_REPORT = "decision.md"
 # plots shared by several stages
 TEST_PREDICTIONS = "test_predictions.csv"
 HISTORY = "history.csv"
