@@ -241,23 +241,35 @@ def test_stage_exits_78_on_a_params_error_naming_the_key(tmp_path: Path) -> None
     assert "Traceback" not in proc.stderr
 
 
-def write_benchmark_outputs(root: Path, accuracy: float | None) -> None:
-    """A benchmark stage's outputs (chosen.json contract) around a real tiny ONNX model."""
+def write_benchmark_outputs(root: Path, correct: np.ndarray | None) -> None:
+    """A benchmark stage's outputs (chosen.json contract) around a real tiny ONNX model whose
+    test predictions are right exactly where `correct` (N_test,) is True (None: nothing chosen).
+
+    The model is linear on the pixels, W solved so the logits are 10 x a chosen one-hot per test
+    image; every call overwrites the same file, so only the registry still holds older models.
+    """
+    from edge_pipeline.artifacts.datasets import load_split
+
     model = root / "data" / "export" / "student_int8.onnx"
     model.parent.mkdir(parents=True, exist_ok=True)
-    w = np.eye(16 * 16, 3, dtype=np.float32)
-    _onnx_linear(model, [(w, np.zeros(3, np.float32), False)], ["N", 16, 16, 1])
-    entry = {
-        "id": "student_int8", "name": "student_int8", "stage": "export", "path": str(model),
-        "runtime": "onnxruntime", "layout": "NHWC", "dtype": "int8", "source": "student_fp32",
-        "accuracy": accuracy, "macro_f1": accuracy, "size_mb": 0.01,
-        "latency_ms": {"1": {"p95": 0.2}}, "verdict": {"passed": True, "failures": []},
-    }  # fmt: skip
+    entry = None
+    if correct is not None:
+        x, y, _ = load_split("test")
+        want = np.where(correct, y, (y + 1) % 3)
+        flat = x.reshape(len(x), -1).astype(np.float64) / 255.0
+        w = np.linalg.pinv(flat) @ (10.0 * np.eye(3)[want])
+        _onnx_linear(model, [(w.astype(np.float32), None, False)], ["N", 16, 16, 1])
+        accuracy = float(correct.mean())
+        entry = {
+            "id": "student_int8", "name": "student_int8", "stage": "export", "path": str(model),
+            "runtime": "onnxruntime", "layout": "NHWC", "dtype": "int8", "source": "student_fp32",
+            "accuracy": accuracy, "macro_f1": accuracy, "size_mb": 0.01,
+            "latency_ms": {"1": {"p95": 0.2}}, "verdict": {"passed": True, "failures": []},
+        }  # fmt: skip
     chosen = {
-        "chosen": entry["id"] if accuracy is not None else None,
-        "model": entry if accuracy is not None else None,
-        "per_runtime": {"onnxruntime": entry} if accuracy is not None else {},
-        "input_shape": [16, 16, 1], "classes": ["0", "1", "2"],
+        "chosen": entry["id"] if entry else None, "model": entry,
+        "per_runtime": {"onnxruntime": entry} if entry else {},
+        "input_shape": [16, 16, 1], "classes": ["0", "1", "2"], "gates": {"min_accuracy": 0.5},
     }  # fmt: skip
     (root / "data" / "benchmark").mkdir(parents=True, exist_ok=True)
     (root / "data" / "benchmark" / "chosen.json").write_text(json.dumps(chosen))
@@ -267,8 +279,8 @@ def write_benchmark_outputs(root: Path, accuracy: float | None) -> None:
 
 
 @pytest.mark.slow
-def test_register_promotion_sequence(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_register_decides_on_the_same_test_images(
+    prepared_workspace, caplog: pytest.LogCaptureFixture
 ) -> None:
     import mlflow
     from mlflow import MlflowClient
@@ -276,44 +288,71 @@ def test_register_promotion_sequence(
     from edge_pipeline.core.tracking import configure
     from tasks import register
 
-    monkeypatch.chdir(tmp_path)
-    params = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
-    params["register"] = {"model_name": "edge-test", "tolerance_pts": 0.5, "alert_drop_pct": 5.0}
-    Path("params.yaml").write_text(yaml.safe_dump(params))
+    rule = {"model_name": "edge-test", "tolerance_pts": 0.5, "alpha": 0.05, "alert_drop_pct": 5.0}
+    root = prepared_workspace(per_class=60, params={"register": rule})["root"]  # 36 test images
 
-    def run(accuracy: float) -> dict:
-        write_benchmark_outputs(tmp_path, accuracy)
+    def run(correct: np.ndarray | None) -> dict:
+        write_benchmark_outputs(root, correct)
         register.main()
         return json.loads(Path("metrics/register.json").read_text())
 
-    first = run(0.90)  # no champion yet: promotes
-    assert first["promoted"] and first["version"] == 1 and first["champion_version"] == 1
-    assert first["previous_champion_version"] is None and not first["alert"]
-    better = run(0.95)
-    assert better["promoted"] and better["champion_version"] == 2
-    assert better["previous_champion_accuracy"] == pytest.approx(0.95 - 0.05)
-    within = run(0.947)  # 0.3 pts below, tolerance 0.5
-    assert within["promoted"] and within["champion_version"] == 3
+    n = 36
+    good = np.arange(n) >= 2  # 34 / 36 right
+    first = run(good)  # no champion yet: promotes
+    assert (
+        first["outcome"] == "promote" and first["version"] == 1 and first["champion_version"] == 1
+    )
+    assert first["mcnemar"] is None and first["champion"] is None and not first["alert"]
+    assert first["challenger"]["accuracy"] == pytest.approx(34 / 36)
+    assert first["test_images"] == n
+
+    same = run(good)  # identical predictions: 0 pts drop, within tolerance
+    assert same["outcome"] == "promote" and same["champion_version"] == 2
+    assert same["champion"]["version"] == "1"
+    assert same["mcnemar"]["n_discordant"] == 0 and same["mcnemar"]["p_worse"] == 1.0
+
+    two_worse = good.copy()
+    two_worse[[2, 3]] = False  # 32 / 36: b = 2, c = 0
+    unsure = run(two_worse)
+    assert unsure["outcome"] == "not_enough_evidence" and unsure["champion_version"] == 2
+    assert unsure["champion"]["accuracy"] == pytest.approx(34 / 36)  # v2 scored from the registry
+    assert unsure["mcnemar"]["champion_only"] == 2 and unsure["mcnemar"]["p_worse"] == 0.25
+    assert "not enough test images to tell" in unsure["reason"]
+    assert unsure["alert"]  # 5.9% below the champion (relative) > 5%
+
+    eight_worse = good.copy()
+    eight_worse[2:10] = False  # 26 / 36 = 72%: above the floor, b = 8, c = 0, p = 1/256
     with caplog.at_level(logging.WARNING, logger="edge_pipeline.registry.model_registry"):
-        worse = run(0.80)  # 15.5% below: keeps v3, alerts
-    assert not worse["promoted"] and worse["alert"] and worse["version"] == 4
-    assert worse["champion_version"] == 3 and "15.5% below champion v3" in worse["alert_reason"]
+        worse = run(eight_worse)
+    assert worse["outcome"] == "reject" and worse["alert"] and worse["champion_version"] == 2
+    assert worse["mcnemar"]["p_worse"] == pytest.approx(1 / 256)
+    assert "significantly worse than champion v2" in worse["alert_reason"]
     assert any("ALERT" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    md = (root / "reports/register/decision.md").read_text()
+    assert md.startswith("# Promotion decision: reject")
+    assert "| accuracy | 72.22% | 94.44% | -22.22 pts |" in md
+
+    chance = np.arange(n) % 3 == 0  # 12 / 36 = 33%: below the 50% floor
+    floor = run(chance)
+    assert floor["outcome"] == "reject" and "floor 50.00%" in floor["reason"]
 
     configure()
     client = MlflowClient()
-    assert str(client.get_model_version_by_alias("edge-test", "champion").version) == "3"
+    assert str(client.get_model_version_by_alias("edge-test", "champion").version) == "2"
     challenger = client.get_model_version_by_alias("edge-test", "challenger")
-    assert str(challenger.version) == "4" and challenger.tags["accuracy"] == "0.8"
-    assert "keeping champion v3" in challenger.tags["decision"]
+    assert str(challenger.version) == "5" and challenger.tags["outcome"] == "reject"
+    assert challenger.tags["accuracy"] == str(12 / 36)
+    run_data = client.get_run(client.get_model_version("edge-test", "4").run_id).data
+    assert run_data.metrics["mcnemar.champion_only"] == 8.0
+    assert run_data.metrics["mcnemar.p_worse"] == pytest.approx(1 / 256)
+    assert run_data.tags["outcome"] == "reject"
     # the registered champion serves: pyfunc over the ONNX file, logits for float NHWC pixels
     served = mlflow.pyfunc.load_model("models:/edge-test@champion")
     x = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
-    np.testing.assert_allclose(served.predict(x), x.reshape(2, -1)[:, :3], atol=1e-6)
+    assert served.predict(x).shape == (2, 3)
     artifacts = {a.path for a in client.list_artifacts(challenger.run_id, "reports")}
-    assert {"reports/benchmark", "reports/agreement"} <= artifacts
+    assert {"reports/benchmark", "reports/agreement", "reports/register"} <= artifacts
 
     nothing = run(None)  # no model passed the benchmark gates
-    assert not nothing["registered"] and not nothing["promoted"] and nothing["alert"]
-    assert nothing["champion_version"] == 3
-    assert str(client.get_model_version_by_alias("edge-test", "champion").version) == "3"
+    assert nothing["outcome"] == "nothing_to_register" and not nothing["registered"]
+    assert nothing["alert"] and nothing["champion_version"] == 2
