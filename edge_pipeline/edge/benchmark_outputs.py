@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from edge_pipeline.core.io import atomic_path, write_json
 from edge_pipeline.core.tracking import flatten
 from edge_pipeline.edge.benchmark_plots import write_plots
 from edge_pipeline.edge.benchmark_report import markdown, rule
+
+METRIC_KEY_BAD = re.compile(r"[^\w./\- ]")  # MLflow metric names allow these only
 
 
 def table(out: dict[str, Any]) -> pd.DataFrame:
@@ -162,10 +165,11 @@ def metrics_of(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def numeric(d: dict[str, Any]) -> dict[str, float]:
-    """{'a.b': number} for MLflow metrics (booleans become 0/1; strings, lists, NaN are dropped)."""
+    """{'a.b': number} for MLflow metrics (booleans become 0/1; strings, lists, NaN are dropped;
+    characters MLflow refuses in a key, e.g. in a class name, become `_`)."""
     flat = flatten(d)
     return {
-        k: float(v)
+        METRIC_KEY_BAD.sub("_", k): float(v)
         for k, v in flat.items()
         if isinstance(v, bool | int | float) and math.isfinite(float(v))
     }

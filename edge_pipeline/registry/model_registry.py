@@ -164,6 +164,12 @@ def register_chosen(
         score = partial(score_version, p.model_name, x=x, y=y, classes=classes,
                         timeout_s=p.timeout_s)  # fmt: skip
         scores["challenger"] = score(version, role="challenger")
+        if abs(scores["challenger"]["accuracy"] - chosen["model"]["accuracy"]) > 1e-9:
+            log.warning(
+                "challenger v%s scores %.4f from the registry but %.4f in the benchmark: did the "
+                "test split change since the benchmark ran?", version,
+                scores["challenger"]["accuracy"], chosen["model"]["accuracy"],
+            )  # fmt: skip
         champion = None
         if previous is not None:
             scores["champion"] = score(previous.version, role="champion")

@@ -377,6 +377,7 @@ def test_noisy_flag_threshold_is_the_param() -> None:
 def test_numeric_flattens_for_mlflow() -> None:
     d = {"a": {"b": 1, "c": True, "d": "x", "e": float("nan")}, "f": 2.5, "g": [1, 2]}
     assert numeric(d) == {"a.b": 1.0, "a.c": 1.0, "f": 2.5}
+    assert numeric({"recall": {"T-shirt/top (v2)": 0.5}}) == {"recall.T-shirt/top _v2_": 0.5}
 
 
 @pytest.fixture(scope="module")
