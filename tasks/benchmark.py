@@ -16,7 +16,8 @@ from edge_pipeline.config.edge import Benchmark
 from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.logs import setup_logging
 from edge_pipeline.core.tracking import stage_run
-from edge_pipeline.edge.benchmark_outputs import flags, numeric, write_outputs
+from edge_pipeline.edge.benchmark_outputs import numeric, write_outputs
+from edge_pipeline.edge.benchmark_report import flags
 from edge_pipeline.edge.benchmarking import run_benchmark
 from edge_pipeline.edge.runtimes import load_models
 

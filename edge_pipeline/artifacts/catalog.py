@@ -48,6 +48,8 @@ ONNX_INT8 = "student_int8.onnx"
 # benchmark -> register
 CHOSEN = "chosen.json"
 RESULTS = "results.json"
+# register (reports/register, shown as its Prefect artifact)
+DECISION_REPORT = "decision.md"
 # plots shared by several stages
 TEST_PREDICTIONS = "test_predictions.csv"
 HISTORY = "history.csv"

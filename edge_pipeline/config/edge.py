@@ -12,10 +12,19 @@ Positive = Annotated[float, Field(gt=0)]
 
 
 class Gates(Section):
-    """Deployment gates a candidate must pass to be chosen; latency is batch 1, 1 thread."""
+    """Deployment gates a candidate must pass to be chosen; latency is batch 1, 1 thread.
+
+    The quality references are the teacher (`benchmark.baseline`) and the best FP32 model: a
+    candidate may lose at most the given points against the higher of the two, per figure.
+    """
 
     max_size_mb: float = Field(5.0, gt=0)  # file size, decimal MB
-    max_accuracy_drop_pts: float = Field(1.0, ge=0)  # below the reference
+    # accuracy below the teacher's and the best FP32 model's, points
+    max_accuracy_drop_pts: float = Field(1.0, ge=0)
+    # macro-F1 (x100) below the teacher's and the best FP32 model's, points
+    max_macro_f1_drop_pts: float = Field(1.0, ge=0)
+    # absolute floor on test accuracy; never below the test split's majority-class rate
+    min_accuracy: float = Field(0.5, ge=0, le=1)
     max_latency_ms_p95: float = Field(10.0, gt=0)  # batch 1, 1 thread
 
 
@@ -44,14 +53,15 @@ class Benchmark(Section):
     max_iters: int = Field(20_000, ge=1)  # ... but never more calls than this per repetition
     max_p50_spread_pct: float = Field(10.0, gt=0)  # NOISY flag above this p50 spread
     batch: int = Field(32, ge=1)  # batch for accuracy and throughput
-    # ratios (speed-up, size reduction, accuracy change) are against it
+    # the teacher: ratios (speed-up, size, accuracy change) and the quality gates are against it
     baseline: str = "train/teacher_fp32"
-    # accuracy gate reference (the FP32 student); `stage/name` or a unique name
-    reference: str = "qat/student_fp32"
     # ids eligible as the edge model; null = every model but the baseline
     candidates: list[str] | None = None
     # best passing candidate by this; the other two break ties
     choose_by: Literal["latency", "accuracy", "size"] = "latency"
+    # ... among the passing candidates within this many points of the best passing one
+    # (accuracy and macro-F1 each); the others are passed over, with the reason
+    choice_tolerance_pts: float = Field(1.0, ge=0)
     timeout_s: float = Field(600, gt=0)  # per child process
     gates: Gates = Gates()
     serving: Serving = Serving()

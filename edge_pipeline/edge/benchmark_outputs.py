@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -13,10 +14,9 @@ from edge_pipeline.artifacts.catalog import CHOSEN, RESULTS, StagePaths
 from edge_pipeline.core.io import atomic_path, write_json
 from edge_pipeline.core.tracking import flatten
 from edge_pipeline.edge.benchmark_plots import write_plots
+from edge_pipeline.edge.benchmark_report import markdown, rule
 
-
-def threads_of(out: dict[str, Any]) -> list[str]:
-    return list(out["models"][0]["latency_ms"]) if out["models"] else []
+METRIC_KEY_BAD = re.compile(r"[^\w./\- ]")  # MLflow metric names allow these only
 
 
 def table(out: dict[str, Any]) -> pd.DataFrame:
@@ -32,6 +32,7 @@ def table(out: dict[str, Any]) -> pd.DataFrame:
             "params": r["params"],
             "macs": r["macs"],
             "accuracy": r["accuracy"],
+            "balanced_accuracy": r["balanced_accuracy"],
             "macro_f1": r["macro_f1"],
         }
         for t, lat in r["latency_ms"].items():
@@ -58,27 +59,6 @@ def table(out: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flags(out: dict[str, Any], *, max_spread_pct: float) -> list[str]:
-    """Warnings a person must see: INT8 slower than its FP32 source, and latencies whose p50
-    spread across repetitions is above `max_spread_pct` (benchmark.max_p50_spread_pct)."""
-    lines = []
-    for r in out["models"]:
-        if r["vs_fp32"] and r["vs_fp32"]["int8_slower"]:
-            lines.append(
-                f"INT8 SLOWER: {r['id']} is {1 / r['vs_fp32']['speedup']:.2f}x slower than "
-                f"its FP32 source {r['vs_fp32']['fp32']} at 1 thread (expected on CPUs without "
-                "int8 dot-product instructions: `python -m benchmarks int8` measures this CPU)"
-            )
-        for t, lat in r["latency_ms"].items():
-            if lat["p50_spread_pct"] > max_spread_pct:
-                lines.append(
-                    f"NOISY: {r['id']} p50 spread {lat['p50_spread_pct']:.1f}% across "
-                    f"repetitions at {t} thread(s) (target < {max_spread_pct:g}%; is the machine "
-                    "idle?)"
-                )
-    return lines
-
-
 def chosen_record(out: dict[str, Any]) -> dict[str, Any]:
     """data/benchmark/chosen.json: the edge model to ship and the best passing model per runtime."""
     by_id = {r["id"]: r for r in out["models"]}
@@ -94,7 +74,9 @@ def chosen_record(out: dict[str, Any]) -> dict[str, Any]:
         "params",
         "macs",
         "accuracy",
+        "balanced_accuracy",
         "macro_f1",
+        "per_class_recall",
         "size_mb",
         "zipped_mb",
         "latency_ms",
@@ -107,9 +89,11 @@ def chosen_record(out: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "chosen": out["chosen"],
-        "rule": f"passes every gate; best by {out['choose_by']}",
+        "rule": rule(out),
         "gates": out["gates"],
-        "reference": out["reference"],
+        "references": out["references"],
+        "majority": out["majority"],
+        "passed_over": out["passed_over"],
         "input_shape": out["input_shape"],
         "classes": out["classes"],
         "model": pick(out["chosen"]) if out["chosen"] else None,
@@ -123,6 +107,7 @@ def metrics_of(out: dict[str, Any]) -> dict[str, Any]:
     for r in out["models"]:
         m = {
             "accuracy": r["accuracy"],
+            "balanced_accuracy": r["balanced_accuracy"],
             "macro_f1": r["macro_f1"],
             "size_mb": r["size_mb"],
             "zipped_mb": r["zipped_mb"],
@@ -157,6 +142,12 @@ def metrics_of(out: dict[str, Any]) -> dict[str, Any]:
             for k in ("speedup_vs_baseline", "size_reduction_vs_baseline", "accuracy_change_pts")
             if k in chosen
         },
+        "chosen_per_class_recall": next(
+            (r["per_class_recall"] for r in out["models"] if r["id"] == out["chosen"]), {}
+        ),
+        "references": {k: ref["value"] for k, ref in out["references"].items()},
+        "majority_rate": out["majority"]["rate"],
+        "n_passed_over": len(out["passed_over"]),
         "models": models,
     }
     if out["serving"]:
@@ -174,97 +165,14 @@ def metrics_of(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def numeric(d: dict[str, Any]) -> dict[str, float]:
-    """{'a.b': number} for MLflow metrics (booleans become 0/1; strings, lists, NaN are dropped)."""
+    """{'a.b': number} for MLflow metrics (booleans become 0/1; strings, lists, NaN are dropped;
+    characters MLflow refuses in a key, e.g. in a class name, become `_`)."""
     flat = flatten(d)
     return {
-        k: float(v)
+        METRIC_KEY_BAD.sub("_", k): float(v)
         for k, v in flat.items()
         if isinstance(v, bool | int | float) and math.isfinite(float(v))
     }
-
-
-def markdown(out: dict[str, Any], *, max_spread_pct: float) -> str:
-    """The Markdown report: the table, the verdicts, the flags and the serving comparison."""
-    threads = threads_of(out)
-    head = [
-        "model",
-        "runtime/dtype",
-        "size MB (zip)",
-        "accuracy",
-        "macro-F1",
-        *(f"p50/p95/p99 ms @{t}t" for t in threads),
-        "speed-up",
-        "size ÷",
-        "Δacc pts",
-        "verdict",
-    ]
-    lines = [
-        "# Edge benchmark",
-        "",
-        f"Baseline for ratios: `{out['baseline']}` (1 thread, batch 1). Accuracy gate reference: "
-        f"`{out['reference']}`. Gates: {out['gates']}.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    for r in out["models"]:
-        lat = [
-            f"{r['latency_ms'][t]['p50']:.3f} / {r['latency_ms'][t]['p95']:.3f} / "
-            f"{r['latency_ms'][t]['p99']:.3f}"
-            for t in threads
-        ]
-        v = r["verdict"]
-        cells = [
-            f"`{r['id']}`" + (" **(chosen)**" if r["id"] == out["chosen"] else ""),
-            f"{r['runtime']}/{r['dtype']}",
-            f"{r['size_mb']:.3f} ({r['zipped_mb']:.3f})",
-            f"{r['accuracy']:.2%}",
-            f"{r['macro_f1']:.4f}",
-            *lat,
-            f"{r['vs_baseline']['speedup']:.2f}x",
-            f"{r['vs_baseline']['size_reduction']:.1f}x",
-            f"{r['vs_baseline']['accuracy_change_pts']:+.2f}",
-            ("pass" if v["passed"] else "FAIL: " + "; ".join(v["failures"]))
-            + ("" if r["id"] in out["candidates"] else " (not a candidate)"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    m = out["machine"]
-    lines += [
-        "",
-        f"Chosen edge model: **{out['chosen'] or 'none: no candidate passes every gate'}** "
-        f"(passes every gate, best by {out['choose_by']}).",
-        "",
-        f"Machine peak, 1 thread: float32 {m['float32_gmacs_1t']:.1f} GMAC/s "
-        f"({m['float32_source']}),"
-        f" int8 {m['int8_gmacs_1t']:.1f} GMAC/s ({m['int8_source']}). Achieved at batch 1:",
-    ]
-    lines += [
-        f"- `{r['id']}`: {r['gmacs_per_s']:.3f} GMAC/s = {r['peak_fraction']:.1%} of peak"
-        for r in out["models"]
-    ]
-    noted = flags(out, max_spread_pct=max_spread_pct) or ["none"]
-    lines += ["", "## Flags", "", *(f"- {f}" for f in noted)]
-    if out["serving"]:
-        s = out["serving"]
-        lines += [
-            "",
-            f"## Serving `{s['model']}`: dynamic batching (max_batch {s['max_batch']}, "
-            f"max_wait {s['max_wait_ms']} ms) vs batch 1",
-            "",
-            "Virtual-time simulation of a Poisson stream over measured batch latencies "
-            "(1 thread); latency = arrival to result.",
-            "",
-            "| rate req/s | policy | offered load | throughput req/s | p50 ms | p95 ms | p99 ms |"
-            " mean batch |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {w['rate_rps']:g} | {w['policy']} | {w['offered_load']:.2f} | "
-            f"{w['throughput_rps']:.0f} | {w['latency_ms_p50']:.3f} | {w['latency_ms_p95']:.3f} "
-            f"| {w['latency_ms_p99']:.3f} | {w['mean_batch']:.1f} |"
-            for w in s["rows"]
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def write_outputs(out: dict[str, Any], paths: StagePaths, *, max_spread_pct: float) -> dict:

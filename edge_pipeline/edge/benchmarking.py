@@ -18,27 +18,14 @@ from typing import Any
 import numpy as np
 
 from edge_pipeline.config.edge import Benchmark, Serving
-from edge_pipeline.edge.gates import add_comparisons, choose, verdict
+from edge_pipeline.edge.classification import classification_figures, majority
+from edge_pipeline.edge.gates import add_comparisons, choose, references, verdict
 from edge_pipeline.edge.measure import latency_stats, run_isolated
 from edge_pipeline.edge.runtimes import ModelSpec, find_model
 from edge_pipeline.edge.serving_sim import compare_policies
 
 MB = 1e6  # decimal megabytes, as in the 5 MB edge budget
 log = logging.getLogger(__name__)
-
-
-def classification_figures(logits: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class recall of logits (N, K) against labels y (N,)."""
-    from sklearn.metrics import accuracy_score, f1_score, recall_score
-
-    pred = logits.argmax(axis=1)
-    labels = np.arange(len(classes))
-    recall = recall_score(y, pred, labels=labels, average=None, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "per_class_recall": dict(zip(classes, map(float, recall), strict=True)),
-    }
 
 
 def file_sizes(path: str | Path) -> tuple[int, int]:
@@ -79,7 +66,7 @@ def benchmark_model(
     size, zipped = file_sizes(spec.path)
     return (
         spec.to_dict()
-        | classification_figures(raw["logits"], y, classes)
+        | classification_figures(raw["logits"].argmax(axis=1), y, classes)
         | {
             "size_mb": size / MB,
             "zipped_mb": zipped / MB,
@@ -126,10 +113,10 @@ def run_benchmark(
     """The whole benchmark of `specs` on test images x (N, H, W, C) uint8, labels y (N,).
 
     Returns the data/benchmark/results.json record: every model's figures and verdict, the
-    baseline, reference and candidates, the machine's peaks, the chosen model and its serving.
+    baseline (teacher), the gate references and floor, the candidates, the machine's peaks, the
+    chosen model, the models passed over (with the reason) and the chosen model's serving.
     """
     baseline = find_model(specs, p.baseline, param="benchmark.baseline").id
-    reference = find_model(specs, p.reference, param="benchmark.reference").id
     names = p.candidates or [s.id for s in specs if s.id != baseline]
     candidates = [find_model(specs, n, param="benchmark.candidates").id for n in names]
     peak = run_isolated("edge_pipeline.edge.measure:machine_peak", {}, timeout_s=p.timeout_s)
@@ -140,17 +127,23 @@ def run_benchmark(
         log.info("%d/%d %s: accuracy %.4f, p50 %.3f ms at 1 thread", i, len(specs), spec.id,
                  r["accuracy"], r["latency_ms"]["1"]["p50"])  # fmt: skip
     add_comparisons(results, baseline=baseline, peak=peak)
-    ref_acc = next(r["accuracy"] for r in results if r["id"] == reference)
+    refs = references(results, teacher=baseline)
+    top = majority(y, classes)
     for r in results:
-        r["verdict"] = verdict(r, reference_accuracy=ref_acc, gates=p.gates)
-    chosen, per_runtime = choose(results, candidates=candidates, choose_by=p.choose_by)
+        r["verdict"] = verdict(r, refs=refs, majority=top, gates=p.gates)
+    choice = choose(
+        results, candidates=candidates, choose_by=p.choose_by, tolerance_pts=p.choice_tolerance_pts
+    )
+    chosen = choice["chosen"]
     serving = None
     if chosen:
         spec = next(s for s in specs if s.id == chosen)
         serving = serve(spec, x, serving=p.serving, timeout_s=p.timeout_s)
     return {
         "input_shape": list(x.shape[1:]), "classes": classes, "machine": peak,
-        "baseline": baseline, "reference": reference, "candidates": candidates,
-        "gates": p.gates.to_dict(), "choose_by": p.choose_by, "models": results,
-        "chosen": chosen, "per_runtime": per_runtime, "serving": serving,
+        "baseline": baseline, "references": refs, "majority": top, "candidates": candidates,
+        "gates": p.gates.to_dict(), "choose_by": p.choose_by,
+        "choice_tolerance_pts": p.choice_tolerance_pts, "models": results, "chosen": chosen,
+        "best": choice["best"], "per_runtime": choice["per_runtime"],
+        "passed_over": choice["passed_over"], "serving": serving,
     }  # fmt: skip

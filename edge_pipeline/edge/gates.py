@@ -3,6 +3,12 @@
 A result is one model's dict from `edge_pipeline.edge.benchmarking.benchmark_model` (figures at 1
 thread under `latency_ms["1"]`); these functions are pure. The gate limits are params.yaml
 `benchmark.gates` (edge_pipeline/config/edge.py:Gates).
+
+Quality gates are against the teacher and the best FP32 model (the higher of the two, for
+accuracy and for macro-F1 separately), plus an absolute accuracy floor that is never below the
+majority-class rate of the test split. The chooser then ranks by `choose_by` only the passing
+candidates within `choice_tolerance_pts` of the best passing one, and says why it passed over
+every other model.
 """
 
 from __future__ import annotations
@@ -53,42 +59,136 @@ def add_comparisons(results: list[dict[str, Any]], *, baseline: str, peak: dict[
         r["peak_fraction"] = r["gmacs_per_s"] / r["peak_gmacs_per_s"]
 
 
-def verdict(result: dict[str, Any], *, reference_accuracy: float, gates: Gates) -> dict[str, Any]:
-    """{"passed", "failures"}: every gate `result` fails, each with the figure and the limit."""
+QUALITY = {"accuracy": "accuracy", "macro_f1": "macro-F1"}  # gated figures and their names
+
+
+def references(results: list[dict[str, Any]], *, teacher: str) -> dict[str, dict[str, Any]]:
+    """{figure: {"value", "model"}} for accuracy and macro-F1: the higher of the teacher's and the
+    best float32 model's (the teacher first on ties), the bar the quality gates measure against."""
+    pool = [r for r in results if r["id"] == teacher]
+    pool += [r for r in results if r["dtype"] == "float32" and r["id"] != teacher]
+    refs = {}
+    for key in QUALITY:
+        best = max(pool, key=lambda r: r[key])  # max keeps the first of equals: the teacher
+        refs[key] = {"value": best[key], "model": best["id"]}
+    return refs
+
+
+def floor_failure(accuracy: float, *, min_accuracy: float, majority: dict[str, Any]) -> str | None:
+    """Why `accuracy` is below the absolute floor, or None: it must reach `min_accuracy`
+    (benchmark.gates.min_accuracy) and beat always answering the majority class `majority`
+    ({"class", "rate"} of the test split)."""
+    if accuracy < min_accuracy - EPS_PTS / 100:
+        return f"accuracy {accuracy:.2%} < floor {min_accuracy:.2%} (benchmark.gates.min_accuracy)"
+    if accuracy <= majority["rate"] + EPS_PTS / 100:
+        return (
+            f"accuracy {accuracy:.2%} <= majority-class rate {majority['rate']:.2%} (always "
+            f"answering {majority['class']!r} scores that)"
+        )
+    return None
+
+
+def verdict(
+    result: dict[str, Any],
+    *,
+    refs: dict[str, dict[str, Any]],
+    majority: dict[str, Any],
+    gates: Gates,
+) -> dict[str, Any]:
+    """{"passed", "failures"}: every gate `result` fails, each with the figure and the limit.
+
+    refs: `references(...)`; majority: {"class", "rate"} of the test split.
+    """
     failures = []
     if result["size_mb"] > gates.max_size_mb:
         failures.append(f"size {result['size_mb']:.2f} MB > {gates.max_size_mb:g} MB")
-    drop = (reference_accuracy - result["accuracy"]) * 100
-    if drop > gates.max_accuracy_drop_pts + EPS_PTS:
-        failures.append(
-            f"accuracy {result['accuracy']:.2%} is {drop:.2f} pts below the reference "
-            f"({reference_accuracy:.2%}) > {gates.max_accuracy_drop_pts:g} pts"
-        )
+    floor = floor_failure(result["accuracy"], min_accuracy=gates.min_accuracy, majority=majority)
+    if floor:
+        failures.append(floor)
+    limits = {"accuracy": gates.max_accuracy_drop_pts, "macro_f1": gates.max_macro_f1_drop_pts}
+    for key, name in QUALITY.items():
+        ref, limit = refs[key], limits[key]
+        drop = (ref["value"] - result[key]) * 100
+        if drop > limit + EPS_PTS:
+            failures.append(
+                f"{name} {result[key]:.2%} is {drop:.2f} pts below {ref['value']:.2%} of "
+                f"{ref['model']} > {limit:g} pts"
+            )
     p95 = result["latency_ms"]["1"]["p95"]
     if p95 > gates.max_latency_ms_p95:
         failures.append(f"p95 latency {p95:.3f} ms at 1 thread > {gates.max_latency_ms_p95:g} ms")
     return {"passed": not failures, "failures": failures}
 
 
+RANK_FIGURES = {  # choose_by -> (figure of a result, how it reads)
+    "latency": (lambda r: r["latency_ms"]["1"]["p50"], "p50 {:.3f} ms"),
+    "accuracy": (lambda r: -r["accuracy"], "accuracy {:.2%}"),
+    "size": (lambda r: r["size_mb"], "size {:.3f} MB"),
+}
+
+
 def rank_key(r: dict[str, Any], choose_by: str) -> tuple[float, ...]:
     """Sort key, best first: `choose_by` first, the other two criteria break ties."""
-    keys = {
-        "latency": r["latency_ms"]["1"]["p50"],
-        "accuracy": -r["accuracy"],
-        "size": r["size_mb"],
-    }
+    keys = {k: fig(r) for k, (fig, _) in RANK_FIGURES.items()}
     return (keys[choose_by], *(v for k, v in keys.items() if k != choose_by))
 
 
+def _shown(r: dict[str, Any], choose_by: str) -> str:
+    fig, fmt = RANK_FIGURES[choose_by]
+    return fmt.format(abs(fig(r)))
+
+
 def choose(
-    results: list[dict[str, Any]], *, candidates: list[str], choose_by: str
-) -> tuple[str | None, dict[str, str]]:
-    """(best passing candidate id or None, {runtime: best passing candidate id in that runtime})."""
-    ok = sorted(
-        (r for r in results if r["verdict"]["passed"] and r["id"] in candidates),
-        key=lambda r: rank_key(r, choose_by),
-    )
+    results: list[dict[str, Any]], *, candidates: list[str], choose_by: str, tolerance_pts: float
+) -> dict[str, Any]:
+    """The edge model: best by `choose_by` among the passing candidates within `tolerance_pts` of
+    the best passing candidate on accuracy and on macro-F1 (each, in points).
+
+    Returns {"chosen": id or None, "best": {figure: {"value", "model"}} of the passing candidates,
+    "per_runtime": {runtime: best passing id, within tolerance first}, "passed_over": [{"id",
+    "reason"}] for every other model, in results order}.
+    """
+    ok = [r for r in results if r["verdict"]["passed"] and r["id"] in candidates]
+    best = {
+        k: {"value": (top := max(ok, key=lambda r: r[k]))[k], "model": top["id"]}
+        for k in QUALITY
+    } if ok else {}  # fmt: skip
+    gaps = {r["id"]: {k: (best[k]["value"] - r[k]) * 100 for k in QUALITY} for r in ok}
+    near = {i for i, g in gaps.items() if all(v <= tolerance_pts + EPS_PTS for v in g.values())}
+    if ok and not near:  # the best accuracy and the best macro-F1 are far apart: least worst gap
+        near = {min(gaps, key=lambda i: max(gaps[i].values()))}
+    ranked = sorted(ok, key=lambda r: (r["id"] not in near, rank_key(r, choose_by)))
+    chosen = ranked[0] if ranked else None
     per_runtime: dict[str, str] = {}
-    for r in ok:
+    for r in ranked:
         per_runtime.setdefault(r["runtime"], r["id"])
-    return (ok[0]["id"] if ok else None), per_runtime
+    passed_over = []
+    for r in results:
+        if chosen is not None and r["id"] == chosen["id"]:
+            continue
+        if r["id"] not in candidates:
+            reason = "not a candidate (benchmark.candidates; the baseline never is by default)"
+        elif not r["verdict"]["passed"]:
+            reason = "fails gates: " + "; ".join(r["verdict"]["failures"])
+        elif r["id"] not in near:
+            reason = (
+                "; ".join(
+                    f"{name} {gaps[r['id']][k]:.2f} pts below the best passing candidate "
+                    f"{best[k]['model']} ({best[k]['value']:.2%})"
+                    for k, name in QUALITY.items()
+                    if gaps[r["id"]][k] > tolerance_pts + EPS_PTS
+                )
+                + f" > choice tolerance {tolerance_pts:g} pts"
+            )
+        else:
+            reason = (
+                f"within tolerance but ranked below {chosen['id']} by {choose_by} "
+                f"({_shown(r, choose_by)} vs {_shown(chosen, choose_by)})"
+            )
+        passed_over.append({"id": r["id"], "reason": reason})
+    return {
+        "chosen": chosen["id"] if chosen else None,
+        "best": best,
+        "per_runtime": per_runtime,
+        "passed_over": passed_over,
+    }

@@ -27,8 +27,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PERCENTILES = (50, 90, 95, 99)
 
 
-def run_isolated(target: str, kwargs: dict[str, Any], *, timeout_s: float = 600.0) -> Any:
-    """Call `module:function(**kwargs)` in a new Python process and return its result."""
+def run_isolated(
+    target: str,
+    kwargs: dict[str, Any],
+    *,
+    timeout_s: float = 600.0,
+    timeout_fix: str = "raise benchmark.timeout_s or lower benchmark.iters / repeats",
+) -> Any:
+    """Call `module:function(**kwargs)` in a new Python process and return its result.
+
+    timeout_fix: what the error past `timeout_s` tells the user to do.
+    """
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
         request, result = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl"
         request.write_bytes(pickle.dumps({"target": target, "kwargs": kwargs}))
@@ -40,10 +49,7 @@ def run_isolated(target: str, kwargs: dict[str, Any], *, timeout_s: float = 600.
                 capture_output=True, text=True, timeout=timeout_s, env=env,
             )  # fmt: skip
         except subprocess.TimeoutExpired as e:
-            raise RuntimeError(
-                f"{target} ran past {timeout_s:g} s; raise benchmark.timeout_s or lower "
-                "benchmark.iters / repeats"
-            ) from e
+            raise RuntimeError(f"{target} ran past {timeout_s:g} s; {timeout_fix}") from e
         if proc.returncode != 0 or not result.exists():
             raise RuntimeError(f"{target} failed in its child process:\n{proc.stderr[-3000:]}")
         return pickle.loads(result.read_bytes())

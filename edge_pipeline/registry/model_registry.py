@@ -3,8 +3,9 @@
 The benchmark's chosen model (data/benchmark/chosen.json) is logged as an `EdgeModel` pyfunc
 (edge_pipeline/registry/edge_model.py) whose artifacts are the model file plus the best passing
 model of each other runtime (so a version holds its TFLite and ONNX files). The new version gets
-alias `challenger`; edge_pipeline/registry/promotion.py:decide says whether it also takes
-`champion`. The champion's accuracy is read from its model-version tag `accuracy`.
+alias `challenger`; then the new version and the current champion are both scored on the same,
+current test split (edge_pipeline/registry/scoring.py, each downloaded from the registry), and
+edge_pipeline/registry/promotion.py:decide says whether the new version also takes `champion`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ import numpy as np
 import edge_pipeline
 from edge_pipeline.config.registry import Register
 from edge_pipeline.core.errors import InputError
+from edge_pipeline.edge.benchmark_outputs import numeric
+from edge_pipeline.edge.classification import majority
+from edge_pipeline.edge.gates import floor_failure
+from edge_pipeline.registry.decision_report import record
+from edge_pipeline.registry.paired_test import PairedTest, mcnemar_exact
 from edge_pipeline.registry.promotion import (
     Candidate,
     Champion,
@@ -28,12 +34,13 @@ from edge_pipeline.registry.promotion import (
     decide,
     nothing_to_register,
 )
+from edge_pipeline.registry.scoring import score_version
 
 ATTACHED_REPORTS = ("benchmark", "agreement", "clean")  # reports/<stage>, when present
 log = logging.getLogger(__name__)
 
 
-CHOSEN_KEYS = ("chosen", "model", "per_runtime", "input_shape", "classes")
+CHOSEN_KEYS = ("chosen", "model", "per_runtime", "input_shape", "classes", "gates")
 
 
 def read_chosen(path: Path) -> dict[str, Any]:
@@ -51,20 +58,15 @@ def read_chosen(path: Path) -> dict[str, Any]:
     return chosen
 
 
-def current_champion(client: Any, model_name: str) -> Champion | None:
-    """The version with alias `champion` of `model_name` (None when the model or alias is new)."""
+def champion_version(client: Any, model_name: str) -> Any | None:
+    """The ModelVersion with alias `champion` of `model_name` (None when the model or alias is
+    new)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = client.get_model_version_by_alias(model_name, "champion")
+        return client.get_model_version_by_alias(model_name, "champion")
     except MlflowException:
         return None
-    if "accuracy" not in mv.tags:
-        raise InputError(
-            f"MLflow model {model_name!r} v{mv.version} (alias champion) has no 'accuracy' tag; "
-            "set it (MlflowClient().set_model_version_tag) or delete the alias to start afresh"
-        )
-    return Champion(version=str(mv.version), accuracy=float(mv.tags["accuracy"]))
 
 
 def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
@@ -101,24 +103,19 @@ def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
     )
 
 
-def register_version(
-    mlflow: Any, client: Any, chosen: dict[str, Any], decision: Decision, *, model_name: str
-) -> int:
-    """Log and register the chosen model; alias `challenger`, and `champion` if promoted."""
+def register_version(mlflow: Any, client: Any, chosen: dict[str, Any], *, model_name: str) -> str:
+    """Log and register the chosen model with alias `challenger`; returns its version."""
     m = chosen["model"]
     info = log_edge_model(mlflow, chosen)
     tags = {
-        "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "model_id": m["id"],
-        "runtime": m["runtime"], "dtype": m["dtype"], "size_mb": m["size_mb"],
-        "p95_ms_1t": m["latency_ms"]["1"]["p95"], "decision": decision.reason,
+        "model_id": m["id"], "runtime": m["runtime"], "layout": m["layout"], "dtype": m["dtype"],
+        "size_mb": m["size_mb"], "p95_ms_1t": m["latency_ms"]["1"]["p95"],
     }  # fmt: skip
     mv = mlflow.register_model(
         info.model_uri, model_name, tags={k: str(v) for k, v in tags.items()}
     )
     client.set_registered_model_alias(model_name, "challenger", mv.version)
-    if decision.promote:
-        client.set_registered_model_alias(model_name, "champion", mv.version)
-    return int(mv.version)
+    return str(mv.version)
 
 
 def attach_reports(mlflow: Any, reports_root: Path, chosen_path: Path) -> None:
@@ -129,44 +126,93 @@ def attach_reports(mlflow: Any, reports_root: Path, chosen_path: Path) -> None:
     mlflow.log_artifact(str(chosen_path), artifact_path="benchmark")
 
 
-def register_chosen(mlflow: Any, chosen: dict[str, Any], *, p: Register) -> dict[str, Any]:
-    """Register the chosen model (if any) in the active run, decide on `champion`, log the outcome.
+def challenger_candidate(
+    chosen: dict[str, Any], scores: dict[str, Any], y: np.ndarray, classes: list[str]
+) -> Candidate:
+    """The challenger with its benchmark verdict plus the accuracy floor re-checked on today's
+    scores (benchmark.gates.min_accuracy as chosen.json records it, the majority-class rate of
+    the test labels y (N,))."""
+    m = chosen["model"]
+    floor = floor_failure(
+        scores["accuracy"],
+        min_accuracy=chosen["gates"]["min_accuracy"],
+        majority=majority(y, classes),
+    )
+    failures = (*m["verdict"]["failures"], *([floor] if floor else []))
+    return Candidate(m["id"], scores["accuracy"], m["verdict"]["passed"] and not floor, failures)
 
-    Returns the metrics/register.json record: registered, version, candidate, the decision's
-    fields, and the previous and current champion versions.
+
+def register_chosen(
+    mlflow: Any, chosen: dict[str, Any], x: np.ndarray, y: np.ndarray, classes: list[str], *,
+    p: Register,
+) -> dict[str, Any]:  # fmt: skip
+    """Register the chosen model (if any) in the active run, score it and the current champion on
+    the test images x (N, H, W, C) uint8 / labels y (N,), decide on `champion`, log the outcome.
+
+    Returns the metrics/register.json record (edge_pipeline/registry/decision_report.py:record).
     """
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    champion = current_champion(client, p.model_name)
-    m = chosen["model"]
-    record: dict[str, Any] = {"model_name": p.model_name, "registered": False}
-    if m is None:
+    previous = champion_version(client, p.model_name)
+    scores: dict[str, dict[str, Any]] = {}
+    test = version = None
+    if chosen["model"] is None:
         decision = nothing_to_register()
     else:
+        version = register_version(mlflow, client, chosen, model_name=p.model_name)
+        score = partial(score_version, p.model_name, x=x, y=y, classes=classes,
+                        timeout_s=p.timeout_s)  # fmt: skip
+        scores["challenger"] = score(version, role="challenger")
+        if abs(scores["challenger"]["accuracy"] - chosen["model"]["accuracy"]) > 1e-9:
+            log.warning(
+                "challenger v%s scores %.4f from the registry but %.4f in the benchmark: did the "
+                "test split change since the benchmark ran?", version,
+                scores["challenger"]["accuracy"], chosen["model"]["accuracy"],
+            )  # fmt: skip
+        champion = None
+        if previous is not None:
+            scores["champion"] = score(previous.version, role="champion")
+            champion = Champion(str(previous.version), scores["champion"]["accuracy"])
+            test = mcnemar_exact(
+                scores["champion"]["pred"] == y, scores["challenger"]["pred"] == y, alpha=p.alpha
+            )
         decision = decide(
-            Candidate.from_chosen(m), champion,
+            challenger_candidate(chosen, scores["challenger"], y, classes), champion, test,
             tolerance_pts=p.tolerance_pts, alert_drop_pct=p.alert_drop_pct,
         )  # fmt: skip
-        version = register_version(mlflow, client, chosen, decision, model_name=p.model_name)
-        record |= {"registered": True, "version": version, "candidate": m["id"],
-                   "candidate_accuracy": m["accuracy"]}  # fmt: skip
+        apply_decision(client, decision, scores, test, model_name=p.model_name, version=version)
     log.log(
         logging.INFO if decision.promote else logging.WARNING, "%s: %s",
-        "PROMOTED" if decision.promote else "NOT PROMOTED", decision.reason,
+        decision.outcome.upper().replace("_", " "), decision.reason,
     )  # fmt: skip
     if decision.alert:
         log.warning("ALERT: %s", decision.alert_reason)
-    previous = int(champion.version) if champion else None
-    record |= {k: v for k, v in asdict(decision).items() if v is not None} | {
-        "promoted": decision.promote,
-        "previous_champion_version": previous,
-        "previous_champion_accuracy": champion.accuracy if champion else None,
-        "champion_version": record["version"] if decision.promote else previous,
-    }
-    mlflow.log_metrics(
-        {"promoted": float(decision.promote), "alert": float(decision.alert)}
-        | ({"candidate_accuracy": m["accuracy"]} if m else {})
-    )
-    mlflow.set_tags({"decision": decision.reason, "alert": str(decision.alert)})
-    return record
+    out = record(
+        decision, scores, test, chosen=chosen, model_name=p.model_name, version=version,
+        previous=str(previous.version) if previous else None, n_images=len(y),
+    )  # fmt: skip
+    mlflow.log_metrics(numeric(out))
+    mlflow.set_tags({"decision": decision.reason[:5000], "outcome": decision.outcome,
+                     "alert": str(decision.alert)})  # fmt: skip
+    return out
+
+
+def apply_decision(
+    client: Any, decision: Decision, scores: dict[str, dict[str, Any]], test: PairedTest | None,
+    *, model_name: str, version: str,
+) -> None:  # fmt: skip
+    """Tags of the new version (today's figures, the decision, the test) and alias `champion`
+    when promoted."""
+    c = scores["challenger"]
+    tags = {
+        "accuracy": c["accuracy"], "balanced_accuracy": c["balanced_accuracy"],
+        "macro_f1": c["macro_f1"], "decision": decision.reason[:5000],
+        "outcome": decision.outcome,
+    }  # fmt: skip
+    if test is not None:
+        tags |= {"mcnemar_p_worse": test.p_worse, "vs_champion": scores["champion"]["version"]}
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, version, k, str(v))
+    if decision.promote:
+        client.set_registered_model_alias(model_name, "champion", version)
