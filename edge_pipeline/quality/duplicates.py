@@ -140,10 +140,10 @@ def content_groups(
             rows.append((first[key], i, "pixels", 0.0))
         else:
             first[key] = i
-    same = {(a, b) for a, b, _, _ in rows}
-    if max_bits is not None:
-        near = near_pairs(images, max_bits=max_bits, max_mad=max_mad)
-        rows += [(a, b, "near", d) for a, b, d in near if (a, b) not in same]
+    if max_bits is not None:  # among distinct pictures: one of each pixel-identical set
+        reps = np.array(sorted(first.values()))
+        near = near_pairs(images[reps], max_bits=max_bits, max_mad=max_mad)
+        rows += [(int(reps[a]), int(reps[b]), "near", d) for a, b, d in near]
     for a, b, _, _ in rows:
         ra, rb = root(a), root(b)
         parent[max(ra, rb)] = min(ra, rb)  # the smallest index (first id) is the root

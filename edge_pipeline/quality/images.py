@@ -11,7 +11,7 @@ decided by ingest.
 Memory: an image is decoded at most once at full size, and only when its decoded size (width x
 height x Pillow's bytes per pixel: 1 for 1/L/P, 2 for 16-bit, 4 for every other mode, RGB
 included) is within `max_decode_mb`; JPEGs decode at a reduced DCT scale (`Image.draft`) and other
-images are box-reduced (`Image.reduce`) to >= 2x the output size before any mode conversion, so
+images are box-filtered down to >= 2x the output size before any mode conversion, so
 the peak is about the decoded size plus a small copy (2x the decoded size for 16-bit images,
 converted with numpy).
 """
@@ -157,7 +157,7 @@ def to_channels(im: Image.Image, channels: int, *, min_side: int = 0) -> Image.I
     16-bit and 32-bit integer images (I;16*, I) are scaled to 8 bits (v >> 8, values taken as
     0..65535), float images (F) are clipped to 0..255, and anything with transparency (RGBA, LA, PA,
     P or L with a transparent colour) is composited on white. An image whose shorter side is at
-    least 2 x `min_side` is first box-reduced by an integer factor to a shorter side >= `min_side`
+    least 2 x `min_side` is first box-filtered by an integer factor to a shorter side >= `min_side`
     (after expanding palette and 1-bit images, before compositing), bounding the copies made here.
     """
     if im.mode in _SIXTEEN_BIT:
@@ -174,7 +174,8 @@ def to_channels(im: Image.Image, channels: int, *, min_side: int = 0) -> Image.I
         if im.mode not in _REDUCIBLE:  # 1, P, PA: expand to what their pixels mean first
             rgba = "transparency" in im.info or im.mode == "PA"
             im = im.convert("RGBA" if rgba else "L" if im.mode == "1" else "RGB")
-        im = im.reduce(factor)
+        size = (im.size[0] // factor, im.size[1] // factor)  # box filter: geometry kept exactly
+        im = im.resize(size, Image.Resampling.BOX)
     if "transparency" in im.info or im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), rgba)
