@@ -17,6 +17,7 @@ import io
 import os
 import posixpath
 import re
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -144,6 +145,29 @@ def scan_images(root: Path, extensions: frozenset[str]) -> tuple[list[str], int]
             else:
                 other += 1
     return sorted(ids), other
+
+
+def special_entries(root: Path) -> list[tuple[str, str]]:
+    """(id, reason) of every FIFO, socket or device (special_file), dangling symlink
+    (dangling_link) and symlink leaving `root` (outside_link) under `root`, found by lstat alone:
+    nothing is opened, so a caller can check a source tree before a tool that would block on a
+    FIFO (DVC hashing a dependency directory) or fail on a dangling link touches it."""
+    found, real_root = [], root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(
+            filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        ):
+            path = Path(dirpath) / name
+            mode = os.lstat(path).st_mode
+            rel = path.relative_to(root).as_posix()
+            if stat.S_ISLNK(mode):
+                if not path.exists():
+                    found.append((rel, "dangling_link"))
+                elif not path.resolve().is_relative_to(real_root):
+                    found.append((rel, "outside_link"))
+            elif not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                found.append((rel, "special_file"))
+    return sorted(found)
 
 
 def majority(labels: list[str]) -> str:

@@ -24,6 +24,7 @@ from edge_pipeline.quality.demo_data import make_demo
 from edge_pipeline.quality.demo_flaws import png_bytes
 from edge_pipeline.quality.images import Quarantined, decode
 from edge_pipeline.quality.ingestion import check_losses, ingest
+from edge_pipeline.quality.sources import special_entries
 from tasks import ingest as stage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,6 +189,14 @@ def test_fifo_and_links_are_quarantined_never_opened(tmp_path: Path) -> None:
     rows = ["cat/pipe.png,a0,cat", "cat/0.png,a0,cat", "cat/out.png,a0,cat"]
     result = ingest(src, options=OPTS, annotations=write_csv(tmp_path, rows))
     assert result.rejected["reason"].tolist() == ["missing_file", "escapes_root"]
+    # the pre-flight check for callers of DVC (which blocks hashing a FIFO): lstat only
+    (src / "sub").symlink_to(outside, target_is_directory=True)
+    assert special_entries(src) == [
+        ("cat/gone.png", "dangling_link"),
+        ("cat/out.png", "outside_link"),
+        ("cat/pipe.png", "special_file"),
+        ("sub", "outside_link"),
+    ]
 
 
 # ---- 15.7: EXIF orientation, decode memory ------------------------------------------------------
