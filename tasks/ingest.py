@@ -2,8 +2,9 @@
 
 Reads `params.yaml[ingest]` and the source tree (plus its annotations and truth CSVs); the work is
 `edge_pipeline.quality.ingestion.ingest`. Writes data/ingest/{images.npy, manifest.csv,
-annotations.csv, classes.json}, reports/ingest/{quarantine.csv, rejected_rows.csv},
-metrics/ingest.json and plots/ingest/ (contracts in docs/architecture.md).
+annotations.csv, classes.json}, reports/ingest/{quarantine.csv, rejected_rows.csv,
+duplicate_pairs.csv}, metrics/ingest.json and plots/ingest/ (contracts in docs/architecture.md),
+then fails (InputError, exit 65) when more rows or images were lost than params allow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.errors import ConfigError
 from edge_pipeline.core.logs import setup_logging
 from edge_pipeline.quality.ingest_outputs import write_outputs
-from edge_pipeline.quality.ingestion import ingest
+from edge_pipeline.quality.ingestion import check_losses, ingest
 
 STAGE = "ingest"
 log = logging.getLogger(f"tasks.{STAGE}")
@@ -41,14 +42,18 @@ def main() -> None:
     write_outputs(result, stage_paths(STAGE))
     m = result.metrics
     log.info(
-        "kept %d of %d images (%d classes), quarantined %s, rejected %d rows, %.0f images/s",
+        "kept %d of %d images (%d classes), quarantined %s, rejected %d rows, %d duplicate "
+        "groups (%d images), %.0f images/s",
         m["kept"],
         m["seen"],
         m["classes"],
         m["quarantined_by_reason"],
         m["rejected_rows"],
+        m["duplicate_groups"],
+        m["images_in_duplicate_groups"],
         m["images_per_s"],
     )
+    check_losses(m, p)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ CLASSES = "classes.json"  # the K class names; index k in arrays means classes[k
 ANNOTATIONS = "annotations.csv"  # id, annotator, label of the kept images
 QUARANTINE = "quarantine.csv"  # files not kept, with the reason
 REJECTED_ROWS = "rejected_rows.csv"  # annotation rows not kept, with the reason
+DUPLICATE_PAIRS = "duplicate_pairs.csv"  # a, b, kind, distance, labels: behind manifest `group`
 # demo -> ingest (inside the demo source folder)
 SOURCE_ANNOTATIONS = "annotations.csv"  # image, annotator, label: raw ratings (ingest.annotations)
 TRUTH = "truth.csv"  # image, label, flaw: known true labels (evaluation only)

@@ -68,12 +68,13 @@ def load_images(*, params_path: Path | None = None) -> np.ndarray:
 
 
 def load_manifest(*, params_path: Path | None = None) -> pd.DataFrame:
-    """The ingest manifest (`id,path,sha256,bytes,width,height,mode,label,true_label`), N rows.
+    """The ingest manifest (`id,path,sha256,bytes,width,height,mode,label,true_label,group`).
 
     `label` and `true_label` are strings ('' when unknown); row i describes `load_images()[i]`.
     """
     path = _input_file("ingest", MANIFEST, params_path)
-    manifest = pd.read_csv(path, dtype={"id": str, "label": str, "true_label": str})
+    text = {"id": str, "path": str, "label": str, "true_label": str, "group": str}
+    manifest = pd.read_csv(path, dtype=text, keep_default_na=False)  # an id `NA` is an id
     for col in ("label", "true_label"):
         manifest[col] = manifest[col].fillna("") if col in manifest else ""
     if manifest["id"].duplicated().any():

@@ -115,7 +115,21 @@ class Ingest(Section):
     formats: list[str] = ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]  # Pillow decoders allowed
     max_pixels: int = Field(50_000_000, gt=0)  # decompression-bomb guard: larger -> oversize
     max_file_mb: float = Field(50, gt=0)  # larger files are quarantined (oversize) unread
+    # decoded bytes of one image (W x H x 1, 2 or 4) allowed in memory; larger -> oversize
+    max_decode_mb: float = Field(256, gt=0)
     resample: Resampling = "bilinear"  # resize filter
+    # allow-list of class names; null = every label (or folder) of >= min_class_images images
+    classes: list[Annotated[str, Field(min_length=1)]] | None = None
+    # a label or folder naming fewer labelled images is no class: rows/files reported, not kept
+    min_class_images: int = Field(3, ge=1)
+    # fail when more than this share of annotation rows is rejected (counts are in the report)
+    max_dropped_rows_fraction: float = Field(0.05, ge=0, le=1)
+    # fail when more than this share of image files is not kept (quarantined or unlabelled)
+    max_quarantined_fraction: float = Field(0.1, ge=0, le=1)
+    # dHash Hamming distance (of 64 bits) up to which images may be near-duplicates; null = off
+    near_duplicate_bits: int | None = Field(6, ge=0, le=63)
+    # ... and the most their stored pixels may differ on average (grey levels 0..255)
+    near_duplicate_mad: float = Field(2.0, ge=0, le=255)
 
     @field_validator("formats", mode="before")
     @classmethod
@@ -136,6 +150,10 @@ class Ingest(Section):
     @property
     def max_bytes(self) -> int:
         return int(self.max_file_mb * 2**20)
+
+    @property
+    def max_decode_bytes(self) -> int:
+        return int(self.max_decode_mb * 2**20)
 
 
 class LabelStudio(Section):

@@ -28,6 +28,7 @@ def write_outputs(result: IngestResult, paths: StagePaths) -> None:
         out.mkdir()
         result.quarantine.to_csv(out / files.QUARANTINE, index=False)
         result.rejected.to_csv(out / files.REJECTED_ROWS, index=False)
+        result.duplicate_pairs.to_csv(out / files.DUPLICATE_PAIRS, index=False)
     table = class_distribution(result)
     with atomic_path(paths.plots) as out:
         out.mkdir()

@@ -2,18 +2,20 @@
 
 Labels come from an annotations CSV (`image,annotator,label`, image relative to the source root,
 several rows per image) or, without one, from the folder holding each file (ImageFolder:
-`root/<class>/<file>`; the innermost folder names the class). Each file is decoded by
-`edge_pipeline.quality.images.decode` (allow-listed formats, size guards, mode conversion, resize)
-or quarantined with one reason. Byte-identical files (same sha256) are kept once when their labels
-agree (for a CSV: the majority label of their rows, ties -> smallest name) and all quarantined as
-`duplicate` when they conflict. Shapes: M files seen, N kept, K classes.
+`root/<class>/<file>`; the innermost folder names the class); `class_rules` decides which labels
+are classes. Each file is read by `images.read_checked` (special files and links out of the root
+quarantined before anything opens them) and decoded by `images.decode` (allow-listed formats,
+size and memory guards, EXIF orientation, mode conversion, resize), or quarantined with one
+reason. Byte-identical files (same sha256) are kept once when their labels agree (for a CSV: the
+majority label of their rows, ties -> smallest name) and all quarantined as `duplicate` when they
+conflict; images with the same or nearly the same pixels share a manifest `group`
+(`duplicates`). `check_losses` fails a run that lost more than the allowed share of rows or
+images. Shapes: M files seen, N kept, K classes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import posixpath
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from PIL import Image
 from edge_pipeline.config.quality import Ingest
 from edge_pipeline.core.errors import ConfigError, InputError
 from edge_pipeline.core.logs import progress
+from edge_pipeline.quality.class_rules import annotation_classes, folder_classes
+from edge_pipeline.quality.duplicates import content_groups, group_metrics, resolve_byte_copies
 from edge_pipeline.quality.images import (
     REASONS,
     Quarantined,
@@ -53,6 +57,7 @@ MANIFEST_COLUMNS = [
     "mode",
     "label",
     "true_label",
+    "group",  # id of the first image with the same or nearly the same pixels (itself if none)
 ]
 log = logging.getLogger("tasks.ingest")
 
@@ -67,6 +72,7 @@ class IngestResult:
     classes: list[str]  # K sorted class names
     quarantine: pd.DataFrame  # path, reason, detail: one row per labelled file not kept
     rejected: pd.DataFrame  # line, image, reason: annotation rows not used
+    duplicate_pairs: pd.DataFrame  # duplicates.PAIR_COLUMNS: the pairs behind each group
     metrics: dict[str, Any]
 
 
@@ -83,7 +89,7 @@ def decode_all(root: Path, ids: list[str], opts: Ingest) -> tuple[np.ndarray, di
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         for i, rel in enumerate(progress(ids, total=len(ids), desc="ingest: decode")):
             try:
-                data = read_checked(os.path.join(root, rel), max_bytes=opts.max_bytes)
+                data = read_checked(root, rel, max_bytes=opts.max_bytes)
                 digest = sha256(data)
                 if digest in first:  # the same bytes decode the same: resolved after the loop
                     copies[i] = first[digest]
@@ -96,40 +102,6 @@ def decode_all(root: Path, ids: list[str], opts: Ingest) -> tuple[np.ndarray, di
             except OSError as e:  # unreadable (permissions, I/O): the file's problem, not the run's
                 bad[i] = ("undecodable", f"cannot read: {e}")
     return buf, info, bad, copies
-
-
-def resolve_duplicates(
-    ids: list[str],
-    label_of: dict[str, str],
-    bad: dict[int, tuple[str, str]],
-    copies: dict[int, int],
-) -> int:
-    """Quarantine byte-identical copies into `bad` (in place); returns how many were kept once.
-
-    Copies of a quarantined file share its reason; copies whose labels all agree are dropped (the
-    first is kept); a group with conflicting labels is quarantined whole as `duplicate`.
-    """
-    groups: dict[int, list[int]] = {}
-    for i, j in copies.items():
-        groups.setdefault(j, []).append(i)
-    merged = 0
-    for j, members in groups.items():
-        if j in bad:
-            for i in members:
-                bad[i] = (bad[j][0], f"identical to {ids[j]}: {bad[j][1]}")
-            continue
-        labels = {ids[i]: label_of[ids[i]] for i in [j, *members]}
-        if len(set(labels.values())) > 1:
-            detail = "same bytes, labels differ: " + ", ".join(
-                f"{p}={c}" for p, c in labels.items()
-            )
-            bad.update({i: ("duplicate", detail) for i in [j, *members]})
-        else:
-            merged += len(members)
-            bad.update(
-                {i: ("duplicate", f"identical to {ids[j]}, same label: kept once") for i in members}
-            )
-    return merged
 
 
 def ingest(
@@ -160,18 +132,27 @@ def ingest(
             f"params.yaml ingest.source={str(source)!r} is not a directory; set it to your images"
         )
     files, other = scan_images(root, extensions(options.formats))
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[int, str, str, str]] = []
     rejected: list[tuple[int, str, str]] = []
+    stray: dict[str, str] = {}
     if annotations is not None:
         rows, rejected = read_annotations(Path(annotations), root)
+        rows, unknown, not_class = annotation_classes(rows, options)
+        if unknown:
+            log.warning(
+                "%d annotation rows have a label that is no class (rejected as unknown_label): %s",
+                len(unknown),
+                not_class,
+            )
+        rejected = sorted(rejected + unknown)
         ratings: dict[str, list[str]] = {}
-        for rel, _, label in rows:
+        for _, rel, _, label in rows:
             ratings.setdefault(rel, []).append(label)
         label_of = {rel: majority(labels) for rel, labels in ratings.items()}
         unlabeled = len(set(files) - set(ratings))
     else:
-        label_of = {rel: posixpath.basename(posixpath.dirname(rel)) for rel in files if "/" in rel}
-        unlabeled = len(files) - len(label_of)
+        label_of, stray = folder_classes(files, options)
+        unlabeled = len(files) - len(label_of) - len(stray)
     if unlabeled:
         log.warning("%d image files under %s have no label; left out", unlabeled, root)
 
@@ -179,10 +160,12 @@ def ingest(
     start, cpu_start = time.perf_counter(), time.process_time()
     buf, info, bad, copies = decode_all(root, ids, options)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    merged = resolve_duplicates(ids, label_of, bad, copies)
+    merged = resolve_byte_copies(ids, label_of, bad, copies)
     kept = [i for i in range(len(ids)) if i in info and i not in bad]
     quarantine = pd.DataFrame(
-        [(ids[i], *bad[i]) for i in sorted(bad)], columns=["path", "reason", "detail"]
+        [(ids[i], *bad[i]) for i in sorted(bad)]
+        + [(rel, "stray_folder", why) for rel, why in sorted(stray.items())],
+        columns=["path", "reason", "detail"],
     )
     by_reason = dict.fromkeys(REASONS, 0) | quarantine["reason"].value_counts().to_dict()
     rejected_df = pd.DataFrame(rejected, columns=["line", "image", "reason"])
@@ -202,10 +185,23 @@ def ingest(
     manifest.insert(1, "path", [(root / rel).as_posix() for rel in kept_ids])
     manifest["label"] = [label_of[r] for r in kept_ids] if annotations is None else ""
     manifest["true_label"] = [true_of.get(r, "") for r in kept_ids]
+    images = buf[kept]
+    groups, pairs = content_groups(
+        kept_ids,
+        images,
+        [label_of[r] for r in kept_ids],
+        max_bits=options.near_duplicate_bits,
+        max_mad=options.near_duplicate_mad,
+    )
+    manifest["group"] = groups
     kept_set = set(kept_ids)
-    ann = pd.DataFrame([r for r in rows if r[0] in kept_set], columns=["id", "annotator", "label"])
+    ann = pd.DataFrame(
+        [r[1:] for r in rows if r[1] in kept_set], columns=["id", "annotator", "label"]
+    )
     given = set(ann["label"]) if annotations is not None else set(manifest["label"])
     classes = sorted(given | (set(manifest["true_label"]) - {""}))
+    found = len(set(files) | set(ids))
+    lost = len(quarantine) - merged + unlabeled  # image files whose content is not kept
     metrics = {
         "labels": "annotations" if annotations is not None else "imagefolder",
         "seen": len(ids),
@@ -216,15 +212,45 @@ def ingest(
         "rejected_rows": len(rejected),
         "rejected_by_reason": rejected_by,
         "annotation_rows": len(ann),
+        "rows_read": len(rows) + len(rejected),
+        "dropped_rows_fraction": round(len(rejected) / max(len(rows) + len(rejected), 1), 4),
         "unlabeled_files": unlabeled,
+        "image_files": found,
+        "lost_images": lost,
+        "lost_images_fraction": round(lost / max(found, 1), 4),
         "other_files": other,
         "classes": len(classes),
+        **group_metrics(groups, pairs),
         "decode_s": round(seconds, 3),
         "images_per_s": round(len(ids) / seconds, 1) if seconds > 0 else 0.0,
         # CPU time of this process: the rate without other load on the machine
         "images_per_cpu_s": round(len(ids) / cpu, 1) if cpu > 0 else 0.0,
     }
-    return IngestResult(buf[kept], manifest, ann, classes, quarantine, rejected_df, metrics)
+    return IngestResult(images, manifest, ann, classes, quarantine, rejected_df, pairs, metrics)
+
+
+def check_losses(metrics: dict[str, Any], opts: Ingest) -> None:
+    """InputError (with the counts) when a run lost more annotation rows or image files than
+    `ingest.max_dropped_rows_fraction` / `max_quarantined_fraction` allow."""
+    problems = []
+    if metrics["dropped_rows_fraction"] > opts.max_dropped_rows_fraction:
+        problems.append(
+            f"rejected {metrics['rejected_rows']} of {metrics['rows_read']} annotation rows "
+            f"({metrics['dropped_rows_fraction']:.1%} > ingest.max_dropped_rows_fraction="
+            f"{opts.max_dropped_rows_fraction}): {metrics['rejected_by_reason']}"
+        )
+    if metrics["lost_images_fraction"] > opts.max_quarantined_fraction:
+        problems.append(
+            f"kept no content of {metrics['lost_images']} of {metrics['image_files']} image files "
+            f"({metrics['lost_images_fraction']:.1%} > ingest.max_quarantined_fraction="
+            f"{opts.max_quarantined_fraction}): quarantined {metrics['quarantined_by_reason']}, "
+            f"unlabelled {metrics['unlabeled_files']}"
+        )
+    if problems:
+        raise InputError(
+            "ingest: " + "; ".join(problems) + "; see reports/ingest/ (quarantine.csv, "
+            "rejected_rows.csv), fix the source, or raise the limit in params.yaml"
+        )
 
 
 def class_distribution(result: IngestResult) -> pd.DataFrame:

@@ -1,14 +1,23 @@
 """Reading a source tree for ingest: image files, annotation rows (with their CSV line numbers) and
 known true labels. Paths in CSVs are relative to the source root; rows naming absolute paths, paths
 that escape the root (`..` or a symlink out) or missing files are rejected, never read.
+
+A CSV that cannot be read as a whole is an InputError naming the file and line, never a silent
+loss: bytes that are not UTF-8 (e.g. Latin-1), a NUL byte, a field over the csv module's 128 KiB
+limit, or a quote left open (which would swallow every following line into one field). UTF-8
+with or without a BOM and UTF-16 with a BOM are read. Every value is a string: an id `NA` is an
+id, not a missing value.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 import posixpath
 import re
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -16,20 +25,70 @@ from edge_pipeline.core.errors import InputError
 
 ANNOTATION_HEADER = ("image", "annotator", "label")
 TRUTH_HEADER = ("image", "label")
-ROW_REASONS = ("empty_field", "absolute_path", "escapes_root", "missing_file", "repeat_rating")
+ROW_REASONS = (
+    "empty_field",
+    "absolute_path",
+    "escapes_root",
+    "missing_file",
+    "repeat_rating",
+    "unknown_label",
+)
+_FIX = "fix the file (save it as UTF-8 CSV) and run again"
+
+
+def read_text(path: Path) -> str:
+    """The CSV's text; InputError naming the line of a byte that is not UTF-8 or of a NUL."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: not valid UTF-16 ({e.reason}); {_FIX}") from None
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise InputError(
+                f"{path} line {line}: byte 0x{raw[e.start]:02X} is not UTF-8 (Latin-1 or "
+                f"Windows-1252?); {_FIX}"
+            ) from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise InputError(f"{path} line {line}: a NUL byte (a binary or UTF-16 file?); {_FIX}")
+    return text
 
 
 def read_csv_rows(path: Path, header: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row) of a CSV that has (at least) the columns of `header`."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    """(first line number, row) of a CSV that has (at least) the columns of `header`.
+
+    Raises InputError naming the file and line for an unreadable file (see the module docstring)
+    and for a quoted value spanning lines (an unclosed quote), which no id, annotator or label has.
+    """
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), strict=True)
+    rows, line = [], 1
+    try:
         missing = [c for c in header if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(
                 f"{path}: header {reader.fieldnames} lacks column(s) {missing}; "
                 f"expected a first line of `{','.join(header)}`"
             )
-        return [(reader.line_num, row) for row in reader]
+        line = reader.line_num + 1
+        for row in reader:
+            if any("\n" in (row.get(c) or "").strip() for c in header):
+                raise InputError(
+                    f"{path} line {line}: a quoted value runs on to line {reader.line_num}; "
+                    "close the quote on its line (an unclosed quote swallows the lines after it)"
+                )
+            rows.append((line, {k: v for k, v in row.items() if isinstance(k, str)}))
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise InputError(
+            f"{path} line {line}: {e} (lines {line}-{reader.line_num}); an unclosed quote or a "
+            f"field over {csv.field_size_limit()} characters? {_FIX}"
+        ) from None
+    return rows
 
 
 def relative_id(image: str, root: Path) -> tuple[str, str]:
@@ -48,8 +107,9 @@ def relative_id(image: str, root: Path) -> tuple[str, str]:
 
 def read_annotations(
     path: Path, root: Path
-) -> tuple[list[tuple[str, str, str]], list[tuple[int, str, str]]]:
-    """Valid (id, annotator, label) rows, and rejected (line, image, reason) rows of ROW_REASONS."""
+) -> tuple[list[tuple[int, str, str, str]], list[tuple[int, str, str]]]:
+    """Valid (line, id, annotator, label) rows, and rejected (line, image, reason) rows of
+    ROW_REASONS (all but unknown_label, decided once the classes are known)."""
     valid, rejected, seen = [], [], set()
     checked: dict[str, tuple[str, str]] = {}
     for line, row in read_csv_rows(path, ANNOTATION_HEADER):
@@ -66,7 +126,7 @@ def read_annotations(
             rejected.append((line, image, reason))
             continue
         seen.add((rel, annotator))
-        valid.append((rel, annotator, label))
+        valid.append((line, rel, annotator, label))
     return valid, rejected
 
 
@@ -85,6 +145,29 @@ def scan_images(root: Path, extensions: frozenset[str]) -> tuple[list[str], int]
             else:
                 other += 1
     return sorted(ids), other
+
+
+def special_entries(root: Path) -> list[tuple[str, str]]:
+    """(id, reason) of every FIFO, socket or device (special_file), dangling symlink
+    (dangling_link) and symlink leaving `root` (outside_link) under `root`, found by lstat alone:
+    nothing is opened, so a caller can check a source tree before a tool that would block on a
+    FIFO (DVC hashing a dependency directory) or fail on a dangling link touches it."""
+    found, real_root = [], root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(
+            filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        ):
+            path = Path(dirpath) / name
+            mode = os.lstat(path).st_mode
+            rel = path.relative_to(root).as_posix()
+            if stat.S_ISLNK(mode):
+                if not path.exists():
+                    found.append((rel, "dangling_link"))
+                elif not path.resolve().is_relative_to(real_root):
+                    found.append((rel, "outside_link"))
+            elif not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                found.append((rel, "special_file"))
+    return sorted(found)
 
 
 def majority(labels: list[str]) -> str:

@@ -23,7 +23,7 @@ from edge_pipeline.quality.ingestion import MANIFEST_COLUMNS, ingest
 from tasks import ingest as stage
 
 REPO = Path(__file__).resolve().parents[2]
-OPTS = Ingest(image_size=(8, 8))
+OPTS = Ingest(image_size=(8, 8), min_class_images=1)
 
 
 def digit(seed: int, size: int = 8) -> np.ndarray:
@@ -87,8 +87,10 @@ def test_file_level_reasons_in_a_run(tmp_path: Path) -> None:
     }
     assert result.manifest["id"].tolist() == ["a/ok.png"]
     assert result.metrics["quarantined_by_reason"] == {
-        "zero_byte": 1, "truncated": 1, "undecodable": 1, "oversize": 2, "duplicate": 0
+        "zero_byte": 1, "truncated": 1, "undecodable": 1, "oversize": 2, "duplicate": 0,
+        "special_file": 0, "dangling_link": 0, "outside_link": 0, "stray_folder": 0,
     }  # fmt: skip
+    assert result.metrics["lost_images"] == 5 and result.metrics["lost_images_fraction"] == 0.8333
 
 
 # ---- mode conversion ----------------------------------------------------------------------------
@@ -286,7 +288,8 @@ def test_duplicates_by_majority_label_with_annotations(tmp_path: Path) -> None:
 def test_imagefolder_labels_and_truth(tmp_path: Path) -> None:
     write(tmp_path, "zebra/1.png", png_bytes(digit(1)))
     write(tmp_path, "ant/2.png", png_bytes(digit(2)))
-    write(tmp_path, "ant/sub/3.png", png_bytes(digit(3)))  # innermost folder names the class
+    write(tmp_path, "ant/sub/3.png", png_bytes(digit(3)))  # a stray sub-folder: no class
+    write(tmp_path, "train/bee/6.png", png_bytes(digit(6)))  # innermost folder names the class
     write(tmp_path, "loose.png", png_bytes(digit(4)))  # in no class folder
     write(tmp_path, "ant/notes.txt", b"hello")
     write(tmp_path, ".cache/5.png", png_bytes(digit(5)))  # hidden: skipped
@@ -295,21 +298,25 @@ def test_imagefolder_labels_and_truth(tmp_path: Path) -> None:
     m = result.manifest.set_index("id")
     assert m["label"].to_dict() == {
         "ant/2.png": "ant",
-        "ant/sub/3.png": "sub",
+        "train/bee/6.png": "bee",
         "zebra/1.png": "zebra",
     }
     assert m["true_label"].to_dict() == {
         "ant/2.png": "ant",
-        "ant/sub/3.png": "",
+        "train/bee/6.png": "",
         "zebra/1.png": "horse",
     }
-    assert result.classes == ["ant", "horse", "sub", "zebra"]
+    assert result.classes == ["ant", "bee", "horse", "zebra"]
+    q = result.quarantine.set_index("path")
+    assert q.loc["ant/sub/3.png", "reason"] == "stray_folder"
+    assert "ant/sub/ is no class: sub-folder of ant/" in q.loc["ant/sub/3.png", "detail"]
     assert result.annotations.empty and result.metrics["labels"] == "imagefolder"
     assert result.metrics["unlabeled_files"] == 1
     assert result.metrics["other_files"] == 2  # notes.txt and truth.csv
     assert result.images.shape == (3, 8, 8, 1)
     np.testing.assert_array_equal(result.images[0, ..., 0], digit(2))
     assert m["sha256"].str.len().eq(64).all() and (m["width"] == 8).all()
+    assert (m["group"] == m.index).all()  # no duplicates: each image is its own group
 
 
 def test_nothing_usable_is_a_clear_error(tmp_path: Path) -> None:
@@ -328,7 +335,9 @@ def test_nothing_usable_is_a_clear_error(tmp_path: Path) -> None:
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A workspace with a tiny demo in data/demo and the repo's params.yaml."""
     make_demo(tmp_path / "data/demo", Demo(max_per_class=10))
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"]["max_quarantined_fraction"] = 0.2  # 11 flawed files of 74 in this tiny demo
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
