@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo test test-fast lint format bench mlflow-ui serve
+.PHONY: help setup browser demo night test test-fast lint format bench mlflow-ui serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,11 @@ browser: ## Install Debian's chromium for the Prefect UI test (apt-get; needs ro
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 demo: setup ## Set up, then run the retrain flow (every dvc.yaml stage) on the embedded demo data
+	$(BIN)/python -m flows.retrain
+	dvc metrics show
+
+night: setup ## Play the next demo night (demo.night + 1: new images, ratings, reviews), run the flow
+	$(BIN)/python -m edge_pipeline.quality.demo_nights
 	$(BIN)/python -m flows.retrain
 	dvc metrics show
 

@@ -1,9 +1,13 @@
 """Stage `clean`: find label issues with confident learning and apply a policy (drop, relabel or
-flag); the method is edge_pipeline/quality/cleaning.py.
+flag) to the train and val splits only; the method is edge_pipeline/quality/cleaning.py.
 
-Reads data/ingest (images, manifest, classes) and data/agreement/labels.csv; writes
-data/clean/labels.csv, reports/clean/{label_issues.csv,report.md}, metrics/clean.json and
-plots/clean/ (edge_pipeline/quality/clean_outputs.py). Shapes: N examples, K classes, D = H*W*C.
+Runs after split, so no model-based decision trims the test split: test images, and labels a
+reviewer settled, are never dropped or relabelled; suspected test label errors go to
+reports/clean/relabel_queue.json (a Label Studio import, read back through agreement.reviews).
+Reads data/ingest (images, manifest, classes), data/agreement/labels.csv and data/split/split.csv;
+writes data/clean/labels.csv, reports/clean/{label_issues.csv,report.md,relabel_queue.*},
+metrics/clean.json and plots/clean/ (edge_pipeline/quality/clean_outputs.py).
+Shapes: N examples, K classes, D = H*W*C.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from edge_pipeline.artifacts import datasets as data
-from edge_pipeline.artifacts.catalog import LABELS, stage_paths
+from edge_pipeline.artifacts.catalog import LABELS, SPLIT, stage_paths
 from edge_pipeline.config import load_section
 from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.logs import setup_logging
-from edge_pipeline.quality.clean_outputs import write_outputs
+from edge_pipeline.quality.clean_outputs import split_of, write_outputs
 from edge_pipeline.quality.cleaning import clean_labels
 from edge_pipeline.quality.label_files import read_agreement_labels
 
@@ -31,9 +35,13 @@ def main() -> None:
     table, given = read_agreement_labels(classes)
     source = str(stage_paths("agreement").data / LABELS)
     rows = data.rows_of(table["id"], manifest, source=source)
+    split = split_of(table, stage_paths("split").data / SPLIT)
+    reviewed = table.get("reviewed", pd.Series(False, index=table.index)).astype(str) == "True"
+    protected = (split == "test") | reviewed.to_numpy()
     x = np.asarray(data.load_images()[rows], dtype=np.float32).reshape(len(rows), -1) / 255.0
-    log.info("%d examples x %d features, %d classes; %s", *x.shape, len(np.unique(given)), p.model)
-    c = clean_labels(x, given, p=p, classes=classes)
+    log.info("%d examples x %d features, %d classes; %s; %d protected (test or reviewed)",
+             *x.shape, len(np.unique(given)), p.model, protected.sum())  # fmt: skip
+    c = clean_labels(x, given, p=p, classes=classes, protected=protected)
     for note in c.notes:
         log.warning(note)
 
@@ -42,17 +50,23 @@ def main() -> None:
         "id": table["id"], "label": names[c.labels], "given_label": table["label"],
         "is_issue": c.is_issue, "action": c.actions,
         "label_quality": c.quality.astype(np.float64).round(6),
+        "split": split, "reviewed": reviewed.to_numpy(),
         "suggested_label": names[c.suggested],
         "true_label": manifest["true_label"].to_numpy(dtype=str)[rows],
+        "path": manifest.get("path", manifest["id"]).to_numpy(dtype=str)[rows],
     })  # fmt: skip
     settings = {
         "policy": p.policy, "model": p.model, "folds_used": c.folds_used,
         "filter_by": p.filter_by, "seconds": round(c.seconds, 2),
         "oof_accuracy": round(float(np.mean(c.suggested == given)), 4),
     }  # fmt: skip
-    metrics = write_outputs(result, classes, settings=settings, notes=c.notes)
-    log.info("%d issues, policy %s, in %.1fs; F1 %s", c.is_issue.sum(), p.policy, c.seconds,
-             metrics.get("f1", "n/a (no true labels)"))  # fmt: skip
+    metrics = write_outputs(
+        result, classes, settings=settings, notes=c.notes,
+        label_studio=load_section("agreement").label_studio,
+    )  # fmt: skip
+    f1 = metrics.get("f1", "n/a (no true labels)")
+    log.info("%d issues, policy %s, in %.1fs; F1 %s; test labels %s", c.is_issue.sum(), p.policy,
+             c.seconds, f1, metrics["test_labels"])  # fmt: skip
 
 
 if __name__ == "__main__":

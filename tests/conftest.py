@@ -76,7 +76,8 @@ def write_prepared(
     size: int = 16,
     params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write data/ingest, data/split, data/resample (docs/architecture.md contracts) under `root`.
+    """Write data/ingest, data/split, data/clean, data/resample (docs/architecture.md contracts)
+    under `root`.
 
     Uses the first `per_class` digits of classes 0..n_classes-1; 60/20/20 train/val/test per class.
     Also writes root/params.yaml = the repo's params.yaml updated with `params` (deep-merged).
@@ -119,6 +120,11 @@ def write_prepared(
     split_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": ids, "label": [classes[k] for k in y], "split": split}).to_csv(
         split_dir / "split.csv", index=False
+    )
+    clean_dir = root / "data" / "clean"  # the final labels load_split reads: all kept
+    clean_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": ids, "label": [classes[k] for k in y], "action": "kept"}).to_csv(
+        clean_dir / "labels.csv", index=False
     )
 
     train = split == "train"

@@ -22,13 +22,15 @@ DUPLICATE_PAIRS = "duplicate_pairs.csv"  # a, b, kind, distance, labels: behind 
 # demo -> ingest (inside the demo source folder)
 SOURCE_ANNOTATIONS = "annotations.csv"  # image, annotator, label: raw ratings (ingest.annotations)
 TRUTH = "truth.csv"  # image, label, flaw: known true labels (evaluation only)
-# agreement -> clean; clean -> split
+SOURCE_REVIEWS = "reviews.json"  # Label Studio JSON export of the relabel queue (demo nights >= 2)
+# agreement -> split, clean; clean -> resample, train, distill, ... (with split.csv)
 LABELS = "labels.csv"  # id, label (+ agreement/clean columns)
-RELABEL_QUEUE_JSON = "relabel_queue.json"  # Label Studio import
+RELABEL_QUEUE_JSON = "relabel_queue.json"  # Label Studio import (agreement; clean: test suspects)
 RELABEL_QUEUE_CSV = "relabel_queue.csv"
 LABEL_ISSUES = "label_issues.csv"
-# split -> resample, train, distill, ...
-SPLIT = "split.csv"  # id, label, split
+# split -> clean, resample, train, distill, ...
+SPLIT = "split.csv"  # id, label, split (label: agreement's; the final label is clean's)
+PREVIOUS_SPLIT = "previous_split.csv"  # the split.csv found before the last run (its reference)
 # resample -> train, distill, prune, qat, export
 TRAIN_SET = "train.npz"  # x, y, synthetic, ids
 CLASS_WEIGHTS = "class_weights.json"

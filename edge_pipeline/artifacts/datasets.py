@@ -6,7 +6,9 @@ integer indices 0..K-1 (the order of `data/ingest/classes.json`) in arrays.
 - `load_classes()`       -> list of K class names
 - `load_images()`        -> uint8 (N, H, W, C) memory map, row i = manifest row i
 - `load_manifest()`      -> the ingest manifest (one row per kept image)
-- `load_split(name)`     -> (x, y, ids) of the `train`/`val`/`test` split (train before resampling)
+- `load_split(name)`     -> (x, y, ids) of the `train`/`val`/`test` split (train before resampling):
+                            membership from data/split/split.csv, labels (and the rows clean
+                            dropped, never test ones) from data/clean/labels.csv
 - `load_train()`         -> (x, y, synthetic, ids) of the resampled train set
 - `load_class_weights()` -> float64 (K,) "balanced" weights of the (original) train labels
 - `load_fit_sets()`      -> classes, resampled train, val, test and class weights (+ the teacher's
@@ -30,6 +32,7 @@ from edge_pipeline.artifacts.catalog import (
     CLASS_WEIGHTS,
     CLASSES,
     IMAGES,
+    LABELS,
     MANIFEST,
     SPLIT,
     TEACHER_LOGITS,
@@ -120,16 +123,48 @@ def rows_of(ids: pd.Series, manifest: pd.DataFrame, *, source: str) -> np.ndarra
 
 
 def read_split_table(*, params_path: Path | None = None) -> tuple[pd.DataFrame, Path]:
-    """`data/split/split.csv` (`id,label,split`) and its path."""
+    """The final split (`id,label,split`, split.csv's row index kept for error messages) and the
+    path of the clean labels it takes its labels from.
+
+    Membership comes from `data/split/split.csv`; the label and the rows clean dropped (train/val
+    only: clean never drops a test image) from `data/clean/labels.csv` (`id,label,action`).
+    """
     path = _input_file("split", SPLIT, params_path)
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return table, path
+    labels_path = _input_file("clean", LABELS, params_path)
+    clean = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
+    for frame, where, cols in ((table, path, ("id", "label", "split")),
+                               (clean, labels_path, ("id", "label", "action"))):  # fmt: skip
+        missing = [c for c in cols if c not in frame]
+        if missing:
+            raise InputError(f"{where}: no column(s) {missing}; re-run the stage that writes it")
+    clean = clean.drop_duplicates("id", keep="last").set_index("id")
+    unknown = ~table["id"].isin(clean.index)
+    if unknown.any():
+        raise InputError(
+            f"{path} line {table.index[unknown][0] + 2}: id {table['id'][unknown].iloc[0]!r} is "
+            f"not in {labels_path}; re-run the clean stage (dvc repro clean)"
+        )
+    action = table["id"].map(clean["action"])
+    table = table.assign(label=table["id"].map(clean["label"]))[action != "dropped"]
+    return table, labels_path
+
+
+def read_split_assignment(path: Path) -> pd.DataFrame | None:
+    """`id,split` of a split.csv (None when there is none: e.g. no previous run)."""
+    if not path.exists():
+        return None
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"id", "split"} <= set(table.columns):
+        raise InputError(f"{path}: no id/split columns; delete it to start the split afresh")
+    return table[["id", "split"]]
 
 
 def load_split(
     name: str, *, params_path: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One split of `data/split/split.csv` with its pixels, in split.csv order.
+    """One split of `data/split/split.csv` with its pixels and clean's labels, in split.csv order
+    (the rows clean dropped left out).
 
     Args:
         name: `train` (before resampling), `val` or `test`.
@@ -141,11 +176,12 @@ def load_split(
     """
     if name not in SPLITS:
         raise ValueError(f"split {name!r} is not one of {list(SPLITS)}")
-    table, path = read_split_table(params_path=params_path)
-    table = table[table["split"] == name]  # keeps the CSV row numbers for error messages
+    table, labels_path = read_split_table(params_path=params_path)
+    table = table[table["split"] == name]  # keeps split.csv's row numbers for error messages
     classes = load_classes(params_path=params_path)
-    y = encode_labels(table["label"], classes, source=str(path))
-    rows = rows_of(table["id"], load_manifest(params_path=params_path), source=str(path))
+    source = f"{stage_paths('split', params_path).data / SPLIT} (labels: {labels_path})"
+    y = encode_labels(table["label"], classes, source=source)
+    rows = rows_of(table["id"], load_manifest(params_path=params_path), source=source)
     x = np.asarray(load_images(params_path=params_path)[rows])
     return x, y, table["id"].to_numpy(dtype=str)
 

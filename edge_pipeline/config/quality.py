@@ -54,10 +54,22 @@ class BadRows(Section):
     absolute_path: int = Field(1, ge=0)
 
 
+class Reviewer(Section):
+    """The SIMULATED expert of the demo's relabel round trip (a Label Studio export per night)."""
+
+    name: str = Field("reviewer@example.com", min_length=1)  # completed_by email in the export
+    accuracy: float = Field(0.98, ge=0, le=1)  # P(right label); else uniform wrong
+    # share of the previous nights' no-majority images reviewed
+    share: float = Field(0.5, ge=0, le=1)
+
+
 class Demo(Section):
     """The embedded demo data set, made from scikit-learn's digits (tasks/demo.py)."""
 
     seed: int = Field(7, ge=0)
+    night: int = Field(1, ge=1)  # 1 = the first data set; N adds N - 1 nightly batches (make night)
+    night_fraction: float = Field(0.1, gt=0, le=1)  # new images per night, share of night 1's
+    reviewer: Reviewer = Reviewer()
     image_size: int = Field(32, ge=1)  # side of the stored PNGs; the 8x8 digits are upscaled
     max_per_class: int | None = Field(None, ge=1)  # cap per class before the long tail; null = none
     min_per_class: int = Field(3, ge=0)  # floor per class after the long tail
@@ -173,6 +185,9 @@ class Agreement(Section):
     # queue images whose consensus support is below this (ties, unrated always)
     relabel_below: float = Field(0.6, ge=0, le=1)
     label_studio: LabelStudio = LabelStudio()
+    # Label Studio JSON export of the relabel queue's project, relative to ingest.source; a
+    # reviewed label settles its image (null or a missing file: no reviews)
+    reviews: str | None = "reviews.json"
 
 
 class LogisticRegressionOptions(Section):
@@ -233,12 +248,14 @@ class Clean(Section):
 
 
 class Split(Section):
-    """Stratified train/val/test over the labels clean kept (tasks/split.py)."""
+    """Train/val/test by hash buckets of each image's content, before clean (tasks/split.py)."""
 
     seed: int = Field(42, ge=0)
-    val_fraction: float = Field(0.15, gt=0, lt=1)  # share of all kept examples
-    # test depends only on this, the seed and the labels: frozen
+    val_fraction: float = Field(0.15, gt=0, lt=1)  # expected share of the images
+    # test depends only on this, the seed and each image's content: frozen, night after night
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    # warn when a class's share of a split is further than this many binomial standard errors
+    tolerance_sigmas: float = Field(3.0, gt=0)
 
     @model_validator(mode="after")
     def _room_for_train(self) -> Split:

@@ -236,6 +236,7 @@ def report_markdown(
         f"(on {m['n_true_known']} images with known truth)",
         f"- Relabel queue: {m['n_relabel']} images (relabel_queue.json imports into Label Studio "
         "with label_studio_config.xml)",
+        *review_lines(m),
         "",
         "## Annotators",
         "",
@@ -254,6 +255,19 @@ def report_markdown(
         DEFINITIONS,
     ]
     return "\n".join(lines) + "\n"
+
+
+def review_lines(m: dict[str, Any]) -> list[str]:
+    """The relabel round trip's lines of the summary (none without a reviews file)."""
+    if not m.get("reviews_found"):
+        return [f"- Reviews: none read ({m.get('reviews_file') or 'agreement.reviews: null'})"]
+    return [
+        f"- Reviews ({m['reviews_file']}): {m['n_settled']} images settled "
+        f"({m['n_settled_from_queue']} of the {m['n_relabel_before_reviews']} queued) by "
+        f"{m['settled_by']}; the reviewer disagreed with the consensus on "
+        f"{m['n_reviewer_disagreed']} (rate {_fmt(m['reviewer_disagreement_rate'])})",
+        *[f"  - Warning: {n}" for n in m["review_warnings"]],
+    ]
 
 
 def _fmt(v: float | None) -> str:

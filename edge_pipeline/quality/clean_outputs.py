@@ -1,5 +1,5 @@
-"""Outputs of the clean stage: labels for later stages, the issue report, the evaluation against
-known true labels, metrics and plots.
+"""Outputs of the clean stage: labels for later stages, the issue report, the review queue of
+suspected test labels, the evaluation against known true labels, metrics and plots.
 
 Kept apart from cleaning.py (the method) and tasks/clean.py (the stage). Every output is written
 atomically (directories built in a temporary sibling, then renamed).
@@ -7,19 +7,76 @@ atomically (directories built in a temporary sibling, then renamed).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from edge_pipeline.artifacts.catalog import LABEL_ISSUES, LABELS, stage_paths
+from edge_pipeline.artifacts.catalog import (
+    LABEL_ISSUES,
+    LABELS,
+    RELABEL_QUEUE_CSV,
+    RELABEL_QUEUE_JSON,
+    stage_paths,
+)
+from edge_pipeline.artifacts.datasets import read_split_assignment
+from edge_pipeline.config.quality import LabelStudio
+from edge_pipeline.core.errors import InputError
 from edge_pipeline.core.io import atomic_path, write_csv, write_json
 from edge_pipeline.core.plots import write_bar_png
+from edge_pipeline.quality.agreement_outputs import label_studio_tasks
 
 STAGE = "clean"
-LABEL_COLUMNS = ["id", "label", "given_label", "is_issue", "action", "label_quality"]
+LABEL_COLUMNS = [
+    "id", "label", "given_label", "is_issue", "action", "label_quality", "split", "reviewed",
+]  # fmt: skip
 ACTIONS = ["kept", "flagged", "dropped", "relabeled"]
+
+
+def split_of(table: pd.DataFrame, path: Path) -> np.ndarray:
+    """str (N,) split of each `id` of `table`, from split.csv at `path`; an id it lacks fails."""
+    assignment = read_split_assignment(path)
+    if assignment is None:
+        raise InputError(f"{path}: missing; run the split stage first (dvc repro split)")
+    split = table["id"].map(assignment.set_index("id")["split"])
+    if split.isna().any():
+        missing = table["id"][split.isna()].iloc[0]
+        raise InputError(f"{path}: no split for id {missing!r}; re-run split (dvc repro split)")
+    return split.to_numpy(dtype=str)
+
+
+def test_queue(result: pd.DataFrame) -> pd.DataFrame:
+    """Suspected label errors of the test split, most suspicious first, as agreement's queue
+    columns (id, path, consensus = the given label, support = label quality, n_ratings, reason,
+    votes = clean's suggestion), for review instead of a drop."""
+    sus = result[result["is_issue"] & (result["split"] == "test") & ~result["reviewed"]]
+    sus = sus.sort_values(["label_quality", "id"], kind="stable")
+    return pd.DataFrame({
+        "id": sus["id"], "path": sus["path"], "consensus": sus["given_label"],
+        "support": sus["label_quality"], "n_ratings": 0, "reason": "suspected label error (test)",
+        "votes": "clean suggests " + sus["suggested_label"].astype(str),
+    }).reset_index(drop=True)  # fmt: skip
+
+
+def test_label_counts(result: pd.DataFrame, queued: int) -> dict[str, int]:
+    """On how many reviewed and unreviewed labels the test metrics rest."""
+    test = result[result["split"] == "test"]
+    return {
+        "n": len(test),
+        "reviewed": int(test["reviewed"].sum()),
+        "unreviewed": int((~test["reviewed"]).sum()),
+        "suspected_queued": queued,
+        "dropped": int((test["action"] == "dropped").sum()),
+    }
+
+
+def capped_count(result: pd.DataFrame) -> int:
+    """Issues left flagged by the per-class guards (not the protected test or reviewed ones)."""
+    free = (result["split"] != "test") & ~result["reviewed"]
+    return int(((result["action"] == "flagged") & free).sum())
 
 
 def score_issues(
@@ -91,6 +148,9 @@ def report_markdown(
         f"- Policy `{metrics['policy']}`: "
         + ", ".join(f"{metrics['actions'][a]} {a}" for a in ACTIONS)
         + f"; {metrics['capped']} issues left as flagged by the per-class guards.",
+        "- Test split (never trimmed): {n} images, {reviewed} reviewed and {unreviewed} unreviewed "
+        "labels; {suspected_queued} suspected label errors queued for review "
+        "(relabel_queue.json).".format(**metrics["test_labels"]),
     ]
     if "f1" in metrics:
         lines.append(
@@ -124,15 +184,18 @@ def write_outputs(
     *,
     settings: dict[str, Any],
     notes: list[str],
+    label_studio: LabelStudio,
 ) -> dict[str, Any]:
     """Write data/clean, reports/clean, metrics/clean.json and plots/clean; return the metrics.
 
     Args:
-        result: one row per example with LABEL_COLUMNS plus `suggested_label` and `true_label`
-            ('' when unknown), labels as class names.
+        result: one row per example with LABEL_COLUMNS plus `suggested_label`, `true_label`
+            ('' when unknown) and `path`, labels as class names.
+        label_studio: `params.yaml[agreement.label_studio]` for the test review queue's tasks.
     """
     paths = stage_paths(STAGE)
     score = evaluate(result, classes)
+    queue = test_queue(result)
     table = per_class_counts(result, classes)
     actions = result["action"].value_counts().reindex(ACTIONS, fill_value=0)
     metrics: dict[str, Any] = {
@@ -141,7 +204,8 @@ def write_outputs(
         "issue_rate": round(float(result["is_issue"].mean()), 4) if len(result) else 0.0,
         **settings,
         "actions": {a: int(n) for a, n in actions.items()},
-        "capped": int(actions["flagged"]) if settings["policy"] != "flag" else 0,
+        "capped": capped_count(result) if settings["policy"] != "flag" else 0,
+        "test_labels": test_label_counts(result, len(queue)),
         **(score or {}),
         "per_class": table.to_dict(orient="index"),
         "warnings": notes,
@@ -155,6 +219,10 @@ def write_outputs(
         cols = ["id", "given_label", "suggested_label", "label_quality", "action", "true_label"]
         issues[cols].to_csv(out / LABEL_ISSUES, index=False)
         (out / "report.md").write_text(report_markdown(result, table, metrics, notes))
+        queue.to_csv(out / RELABEL_QUEUE_CSV, index=False)
+        tasks = label_studio_tasks(queue, url_prefix=label_studio.url_prefix,
+                                   prefill=label_studio.prefill)  # fmt: skip
+        (out / RELABEL_QUEUE_JSON).write_text(json.dumps(tasks, ensure_ascii=False) + "\n")
     with atomic_path(paths.plots) as out:
         out.mkdir()
         write_csv(table, out / "issues_per_class.csv")

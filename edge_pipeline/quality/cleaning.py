@@ -4,7 +4,9 @@ Out-of-fold predicted probabilities come from a fast sklearn classifier under st
 (`cross_val_predict(method="predict_proba")`); cleanlab's `find_label_issues` turns them into a
 boolean issue mask and `get_label_quality_scores` ranks them. Guards keep the policy from gutting a
 class: at most `max_fraction` of a class is dropped/relabelled (the most suspicious first) and no
-class goes below `min_per_class`; the issues over the cap stay as `flagged`.
+class goes below `min_per_class`; the issues over the cap stay as `flagged`. Protected examples
+(the test split, and labels a reviewer settled) are never dropped or relabelled: their issues stay
+`flagged` (the clean stage queues the test ones for review).
 Shapes: N examples, K classes, D = H*W*C features.
 """
 
@@ -42,10 +44,17 @@ class Cleaned:
     notes: list[str]  # warnings (folds lowered, single-example classes)
 
 
-def clean_labels(x: np.ndarray, given: np.ndarray, *, p: Clean, classes: list[str]) -> Cleaned:
+def clean_labels(
+    x: np.ndarray,
+    given: np.ndarray,
+    *,
+    p: Clean,
+    classes: list[str],
+    protected: np.ndarray | None = None,
+) -> Cleaned:
     """Find label issues in int (N,) `given` labels (indices into the K `classes`) of float (N, D)
-    features `x`, and apply `p.policy` within the guards. Works on the classes present only:
-    cleanlab needs an example of every probability column."""
+    features `x`, and apply `p.policy` within the guards, never to bool (N,) `protected` examples.
+    Works on the classes present only: cleanlab needs an example of every probability column."""
     present, codes = np.unique(given, return_inverse=True)
     start = time.perf_counter()
     if len(present) < 2:
@@ -61,6 +70,7 @@ def clean_labels(x: np.ndarray, given: np.ndarray, *, p: Clean, classes: list[st
     labels, actions = apply_policy(
         given, suggested, is_issue, quality,
         policy=p.policy, max_fraction=p.max_fraction, min_per_class=p.min_per_class,
+        protected=protected,
     )  # fmt: skip
     return Cleaned(labels, actions, is_issue, quality, suggested, folds_used, seconds, notes)
 
@@ -173,8 +183,9 @@ def apply_policy(
     policy: str,
     max_fraction: float,
     min_per_class: int,
+    protected: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply `policy` to the issues, within the per-class guards.
+    """Apply `policy` to the issues, within the per-class guards, never to `protected` ones.
 
     For `drop` and `relabel`, each class k (by given label, n_k examples) loses at most
     min(floor(max_fraction * n_k), n_k - min_per_class) examples, the lowest `quality` first;
@@ -184,6 +195,7 @@ def apply_policy(
     Args:
         labels, suggested: int (N,) given and suggested (argmax of pred_probs) labels.
         is_issue: bool (N,); quality: float (N,).
+        protected: bool (N,) examples whose label the policy must not touch (None: none).
 
     Returns:
         new_labels: int (N,) labels after the policy (the suggested label where relabelled).
@@ -196,6 +208,8 @@ def apply_policy(
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)
         candidates = members[is_issue[members]]
+        if protected is not None:
+            candidates = candidates[~protected[candidates]]
         if policy == "relabel":
             candidates = candidates[suggested[candidates] != k]
         # 1e-9: 0.2 * 10 must give 2, not 1.9999.

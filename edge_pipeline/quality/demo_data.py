@@ -8,6 +8,8 @@ Deterministic from `params.yaml[demo]`:
 - `annotations.csv` (`image,annotator,label`): labels from SIMULATED annotators of different
   reliability, `ratings_per_image` random annotators per file, plus `bad_rows` ingest must reject.
 - `truth.csv` (`image,label,flaw`): every file's true class and injected flaw, for evaluation only.
+- nights >= 2 (`demo.night`): the next batches of images and rows appended, and `reviews.json`, the
+  reviewers' Label Studio export (edge_pipeline/quality/demo_nights.py).
 
 `flaw` is `label_noise` where the annotators' majority vote (ties -> smallest class) is wrong.
 Shapes: M files, N good images, A annotators, K = 10 classes.
@@ -15,6 +17,7 @@ Shapes: M files, N good images, A annotators, K = 10 classes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from edge_pipeline.artifacts.catalog import SOURCE_ANNOTATIONS, TRUTH
+from edge_pipeline.artifacts.catalog import SOURCE_ANNOTATIONS, SOURCE_REVIEWS, TRUTH
 from edge_pipeline.config.quality import N_DIGITS as K
 from edge_pipeline.config.quality import Demo
 from edge_pipeline.quality.demo_flaws import (
@@ -30,8 +33,9 @@ from edge_pipeline.quality.demo_flaws import (
     corrupt_bytes,
     majority_vote,
     png_bytes,
-    simulate_labels,
+    simulate_ratings,
 )
+from edge_pipeline.quality.demo_nights import nightly_batches
 
 BAD_PATHS = {  # annotation rows naming files ingest must not read (keys: params demo.bad_rows)
     "missing_file": "images/{k}/{n:04d}.png",
@@ -101,13 +105,7 @@ def make_demo(out_dir: str | Path, cfg: Demo) -> dict[str, Any]:
     names = list(cfg.annotators)
     true = np.array([r[1] for r in rows])
     shown = np.array([r[3] for r in rows])
-    lo, hi = cfg.ratings_per_image
-    n_ratings = rng.integers(lo, hi + 1, size=len(rows))
-    ranks = np.argsort(rng.random((len(rows), len(names))), axis=1).argsort(axis=1)
-    assigned = ranks < n_ratings[:, None]  # (M, A): which annotators rate which file
-    given = np.stack(
-        [simulate_labels(shown, cfg.annotators[n], rng, n_classes=K) for n in names], axis=1
-    )
+    assigned, given = simulate_ratings(shown, cfg, rng, n_classes=K)  # (M, A) each
     misfiled = shown != true
     given[misfiled] = shown[misfiled, None]
 
@@ -139,6 +137,16 @@ def make_demo(out_dir: str | Path, cfg: Demo) -> dict[str, Any]:
     ann = pd.concat([ann, pd.DataFrame(bad, columns=ann.columns)], ignore_index=True)
     ann = ann.iloc[np.argsort(at, kind="stable")]  # bad rows land mid-file, as in a real export
 
+    nights = None
+    if cfg.night > 1:  # the batches and reviews of nights 2..night (demo_nights.py)
+        night1 = pd.DataFrame({"image": truth["image"][:n_good], "label": true[:n_good],
+                               "votes": list(votes[:n_good])})  # fmt: skip
+        nights = nightly_batches(cfg, target=digits.target, spares=spares, night1=night1,
+                                 png=upscaled_png, n_classes=K)  # fmt: skip
+        files.update(nights["files"])
+        truth = pd.concat([truth, nights["truth"]], ignore_index=True)
+        ann = pd.concat([ann, nights["annotations"]], ignore_index=True)
+
     out = Path(out_dir)
     for k in range(K):
         (out / "images" / str(k)).mkdir(parents=True)
@@ -146,6 +154,8 @@ def make_demo(out_dir: str | Path, cfg: Demo) -> dict[str, Any]:
         (out / name).write_bytes(data)
     ann.to_csv(out / SOURCE_ANNOTATIONS, index=False)
     truth.to_csv(out / TRUTH, index=False)
+    if nights is not None:
+        (out / SOURCE_REVIEWS).write_text(json.dumps(nights["reviews"], indent=1) + "\n")
 
     good = np.arange(len(rows)) < n_good
     per_class = np.bincount(true[good], minlength=K)
@@ -165,4 +175,5 @@ def make_demo(out_dir: str | Path, cfg: Demo) -> dict[str, Any]:
         "corrupt_files": int(len(rows) - n_good),
         "corrupt": cfg.corrupt.model_dump(),
         "bad_rows": len(bad),
+        **({"night": cfg.night, "nights": nights["metrics"]} if nights else {}),
     }

@@ -15,7 +15,7 @@ from PIL import Image
 from edge_pipeline.config.quality import Corrupt, PngMode
 
 if TYPE_CHECKING:
-    from edge_pipeline.config.quality import Annotator
+    from edge_pipeline.config.quality import Annotator, Demo
 
 PNG_MODES: tuple[str, ...] = get_args(PngMode)
 CORRUPT_KINDS = tuple(Corrupt.model_fields)  # zero_byte, truncated, not_image, bomb, ...
@@ -39,6 +39,26 @@ def simulate_labels(
         habit[src] = dst
     confused = (habit[true] >= 0) & (rng.random(true.shape) < annotator.confusion_rate)
     return np.where(confused, habit[true], labels)
+
+
+def simulate_ratings(
+    shown: np.ndarray, cfg: Demo, rng: np.random.Generator, *, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ratings of M files showing int (M,) classes by `cfg.ratings_per_image` random annotators.
+
+    Returns:
+        assigned: bool (M, A) which of the A annotators (`cfg.annotators` order) rate which file.
+        given: int64 (M, A) the label each annotator would give each file.
+    """
+    names = list(cfg.annotators)
+    lo, hi = cfg.ratings_per_image
+    n_ratings = rng.integers(lo, hi + 1, size=len(shown))
+    ranks = np.argsort(rng.random((len(shown), len(names))), axis=1).argsort(axis=1)
+    assigned = ranks < n_ratings[:, None]
+    given = np.stack(
+        [simulate_labels(shown, cfg.annotators[n], rng, n_classes=n_classes) for n in names], axis=1
+    )
+    return assigned, given
 
 
 def majority_vote(counts: np.ndarray) -> np.ndarray:

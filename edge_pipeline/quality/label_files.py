@@ -1,5 +1,6 @@
-"""Readers of the label tables the quality stages hand on: data/agreement/labels.csv (-> clean)
-and data/clean/labels.csv (-> split). Shapes: N rows, K classes."""
+"""Reader of the label table agreement hands on: data/agreement/labels.csv (-> split, clean).
+Later stages read clean's labels through edge_pipeline/artifacts/datasets.py. Shapes: N rows,
+K classes."""
 
 from __future__ import annotations
 
@@ -23,15 +24,3 @@ def read_agreement_labels(classes: list[str]) -> tuple[pd.DataFrame, np.ndarray]
         row = int(np.flatnonzero(table["id"].duplicated())[0])
         raise InputError(f"{path} line {row + 2}: id {table['id'][row]!r} appears twice")
     return table, data.encode_labels(table["label"], classes, source=str(path))
-
-
-def read_clean_labels() -> pd.DataFrame:
-    """`id,label` of the rows of data/clean/labels.csv that later stages use (action != dropped),
-    sorted by id."""
-    path = stage_paths("clean").data / LABELS
-    table = pd.read_csv(path, dtype={"id": str, "label": str, "action": str}, keep_default_na=False)
-    for col in ("id", "label", "action"):
-        if col not in table:
-            raise InputError(f"{path}: no '{col}' column; re-run the clean stage")
-    table = table[table["action"] != "dropped"]
-    return table[["id", "label"]].sort_values("id", kind="stable").reset_index(drop=True)

@@ -237,7 +237,7 @@ def test_main_end_to_end_writes_every_declared_output_with_the_core_figures(
     )
 
     labels = pd.read_csv("data/agreement/labels.csv", dtype={"label": str})
-    assert list(labels.columns) == ["id", "label", "n_ratings", "support"]
+    assert list(labels.columns) == ["id", "label", "n_ratings", "support", "reviewed", "reviewer"]
     assert len(labels) == 80 - unrated.sum() and "img/005.png" not in set(labels["id"])
     assert list(labels["label"]) == [CLASSES[k] for k in c.label[c.label >= 0]]
 
@@ -281,12 +281,17 @@ def test_label_studio_queue_matches_its_labelling_config(workspace: Path) -> Non
     assert by_id["img/000.png"]["meta"]["votes"] == "ann0=cat; ann1=dog"
 
 
-def test_gate_fail_exits_non_zero_after_writing_the_reports(workspace: Path) -> None:
+def test_gate_fail_exits_input_error_after_writing_the_reports(workspace: Path, caplog) -> None:
+    """A failed data-quality gate is permanent for that data: EXIT_INPUT, so no flow retry."""
+    from edge_pipeline.core.entry import run_stage
+    from edge_pipeline.core.errors import EXIT_INPUT
+
     m = noisy_matrix(40, 3, 3, seed=4, missing=0.0)
     write_workspace(workspace, m, truth=None, min_kappa=0.95, policy="fail")
     with pytest.raises(SystemExit) as exc:
-        agreement.main()
-    assert "agreement gate failed" in str(exc.value.code)  # a message: exit status 1
+        run_stage(agreement.main)
+    assert exc.value.code == EXIT_INPUT
+    assert "agreement gate failed" in caplog.text and "policy fail" in caplog.text
     assert load_metrics()["gate"] == "fail"
     assert "**fail**" in Path("reports/agreement/report.md").read_text()
     assert Path("reports/agreement/relabel_queue.json").exists()

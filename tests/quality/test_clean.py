@@ -110,6 +110,21 @@ def test_relabel_moves_to_suggested_within_caps() -> None:
     assert new[[1, 3, 10]].tolist() == [1, 1, 0] and new[9] == 0
 
 
+def test_protected_examples_are_never_dropped_or_relabelled() -> None:
+    labels, suggested, is_issue, quality = policy_case()
+    protected = np.zeros(len(labels), bool)
+    protected[[3, 12]] = True  # e.g. test images, or labels a reviewer settled
+    for policy, acted in (("drop", "dropped"), ("relabel", "relabeled")):
+        new, actions = cleaning.apply_policy(
+            labels, suggested, is_issue, quality, policy=policy, max_fraction=1.0,
+            min_per_class=0, protected=protected,
+        )  # fmt: skip
+        assert actions[[3, 12]].tolist() == ["flagged", "flagged"]
+        assert (new[protected] == labels[protected]).all()
+        assert (actions[is_issue & ~protected] != "flagged").sum() > 0, policy
+        assert acted in set(actions)
+
+
 def test_flag_changes_nothing_and_no_guard_means_all_issues() -> None:
     labels, suggested, is_issue, quality = policy_case()
     new, actions = cleaning.apply_policy(
@@ -164,6 +179,22 @@ def test_main_writes_the_contract(prepared_workspace, policy: str) -> None:
             assert counts[acted] <= int(0.2 * counts["examples"]), name
     changed = labels["label"] != labels["given_label"]
     assert (changed == (labels["action"] == "relabeled")).all()
+
+    # The test split is never trimmed: its suspects go to a review queue (a Label Studio import).
+    split = pd.read_csv("data/split/split.csv", dtype=str).set_index("id")["split"]
+    assert (labels["split"] == labels["id"].map(split)).all()
+    test = labels["split"] == "test"
+    assert labels.loc[test, "action"].isin(["kept", "flagged"]).all()
+    assert (labels.loc[test, "label"] == labels.loc[test, "given_label"]).all()
+    queue = pd.read_csv("reports/clean/relabel_queue.csv", dtype=str)
+    assert set(queue["id"]) == set(labels.loc[test & labels["is_issue"], "id"]) and len(queue) > 0
+    assert (queue["reason"] == "suspected label error (test)").all()
+    tasks = json.loads(Path("reports/clean/relabel_queue.json").read_text())
+    assert [t["data"]["item_id"] for t in tasks] == queue["id"].tolist()
+    assert metrics["test_labels"] == {
+        "n": int(test.sum()), "reviewed": 0, "unreviewed": int(test.sum()),
+        "suspected_queued": len(queue), "dropped": 0,
+    }  # fmt: skip
 
     issues = pd.read_csv("reports/clean/label_issues.csv")
     assert len(issues) == metrics["n_issues"]
