@@ -110,7 +110,8 @@ def compare(label: str, plain: Path, flowed: Path) -> dict:
 
 
 def run() -> dict:
-    from tests.flows_repo import make_repo
+    from flows.config import SCHEMA_ENV
+    from tests.flows_repo import SCHEMA, make_repo
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
     # Isolated Prefect and MLflow stores; set before Prefect is imported.
@@ -137,11 +138,13 @@ def run() -> dict:
     }
 
     params = {"b": {"sleep": STAGE_SLEEP_S}, "c": {"sleep": STAGE_SLEEP_S}}
+    os.environ[SCHEMA_ENV] = SCHEMA  # the tiny pipeline's params schema
     tiny = compare(
         f"tiny diamond (b, c sleep {STAGE_SLEEP_S:.0f} s)",
         make_repo(tmp / "plain", params),
         make_repo(tmp / "flow", params),
     )
+    del os.environ[SCHEMA_ENV]
     figures.update({f"tiny_{k}": v for k, v in tiny.items()})
     target = os.environ.get("BENCH_ORCH_DEMO")
     if target:

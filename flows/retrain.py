@@ -25,18 +25,11 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from edge_pipeline.core.common import load_all_params
-from edge_pipeline.core.errors import ConfigError
-from flows.config import Orchestration, load_orchestration
+from edge_pipeline.config.orchestration import Orchestration
+from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError
+from flows.config import run_params
 from flows.dag import load_dag, stale_stages
-from flows.overrides import (
-    WorkspaceSnapshot,
-    parse_set_args,
-    save_experiment,
-    validate_overrides,
-    with_overrides,
-    write_overrides,
-)
+from flows.overrides import WorkspaceSnapshot, parse_set_args, save_experiment, write_overrides
 from flows.parent_run import parent_run
 from flows.publish import publish_summary
 from flows.scheduler import busy_seconds, run_dag
@@ -46,20 +39,15 @@ Policy = Literal["fail", "warn", "approval"]
 
 
 def requested_overrides(
-    params: dict[str, Any],
-    overrides: dict[str, Any] | None,
-    source: str | None,
-    approval: str | None,
-    *,
-    params_file: Path,
+    overrides: dict[str, Any] | None, source: str | None, approval: str | None
 ) -> dict[str, Any]:
-    """Flow parameters -> validated params.yaml overrides (`source`, `approval` are shorthands)."""
+    """Flow parameters -> params.yaml overrides (`source`, `approval` are shorthands)."""
     requested = dict(overrides or {})
     if source is not None:
         requested["ingest.source"] = source
     if approval is not None:
         requested["agreement.policy"] = approval
-    return validate_overrides(requested, params, source=str(params_file))
+    return requested
 
 
 class Phases:
@@ -124,11 +112,10 @@ def retrain(
     logger = get_run_logger()
     root = Path(workspace).resolve() if workspace else REPO_ROOT
     params_file = root / "params.yaml"
-    params = load_all_params(params_file)
-    requested = requested_overrides(params, overrides, source, approval, params_file=params_file)
-    effective = with_overrides(params, requested)
+    requested = requested_overrides(overrides, source, approval)
+    effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
     dag = load_dag(root)
-    cfg = load_orchestration(effective, dag.order)
+    cfg.check_stages(dag.order)
     run_name = flow_run.get_name() or "retrain"
     experiment = experiment_name(run_name) if requested else None
     uncached = [p for s in dag for p in s.uncached]
@@ -235,14 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workspace).resolve() if args.workspace else REPO_ROOT
     try:  # fail fast, before Prefect starts anything
         overrides = parse_set_args(args.set_param)
-        params = load_all_params(root / "params.yaml")
-        requested_overrides(
-            params, overrides, args.source, args.approval, params_file=root / "params.yaml"
-        )
-        cfg = load_orchestration(params)
+        requested = requested_overrides(overrides, args.source, args.approval)
+        _, cfg = run_params(root / "params.yaml", requested)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     out = build_flow(cfg)(
         overrides=overrides,
         source=args.source,

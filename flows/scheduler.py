@@ -14,8 +14,8 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 
+from edge_pipeline.config.orchestration import Orchestration
 from flows.approval import read_gate, request_approval
-from flows.config import Orchestration
 from flows.dag import Dag
 from flows.stages import StageResult, run_stage, terminate_all
 

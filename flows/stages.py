@@ -2,8 +2,9 @@
 
 DVC decides whether the stage is stale and records it in dvc.lock; this module adds what a long
 unattended run needs: live log lines in the Prefect UI, a timeout that ends the whole process group
-(SIGTERM first, so the stage's MLflow run ends KILLED), and retries of DVC lock contention that do
-not count against the stage's own retries.
+(SIGTERM first, so the stage's MLflow run ends KILLED), retries of DVC lock contention that do
+not count against the stage's own retries, and no retry at all for a stage that exited with one of
+edge_pipeline.core.errors.PERMANENT_EXITS (bad params, bad input: a second try cannot pass).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,10 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import task_run
 
+from edge_pipeline.core.errors import EXIT_CONFIG, PERMANENT_EXITS
 from edge_pipeline.core.tracking import PARENT_ENV
 from flows.dag import Stage
 from flows.publish import publish_stage
@@ -34,6 +38,8 @@ LOCK_ERRORS = ("Unable to acquire lock", "is busy, it is being blocked by")
 LOCK_RETRIES = 5
 KILL_GRACE_S = 30.0
 TAIL_LINES = 40
+# How `dvc repro` reports the exit status of a stage command that failed (dvc/stage/exceptions.py).
+_STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)")
 
 _live: set[subprocess.Popen[str]] = set()
 _live_lock = threading.Lock()
@@ -46,6 +52,24 @@ class StageFailed(RuntimeError):
         self.stage, self.reason, self.tail = stage, reason, tail
         text = "\n".join(tail[-TAIL_LINES:])
         super().__init__(f"stage '{stage}' {reason}\n--- last output of {stage} ---\n{text}")
+
+
+class PermanentStageFailure(StageFailed):
+    """The stage rejected its params (exit 78) or its input (exit 65): retrying cannot help."""
+
+
+def stage_exit_code(tail: list[str]) -> int | None:
+    """The stage command's own exit status as `dvc repro` reported it (None when not reported)."""
+    for line in reversed(tail):
+        match = _STAGE_EXIT.search(line)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def retry_unless_permanent(task: Task[..., object], task_run: TaskRun, state: State) -> bool:
+    """Prefect's `retry_condition_fn`: retry any failure but a PermanentStageFailure."""
+    return not isinstance(state.data, PermanentStageFailure)
 
 
 @dataclass(frozen=True)
@@ -176,11 +200,20 @@ def repro(
             on_line(f"DVC lock held by another process; retrying in {1 + attempt} s")
             time.sleep(1 + attempt)
             continue
+        own = stage_exit_code(tail)
+        if own in PERMANENT_EXITS:
+            what = "params" if own == EXIT_CONFIG else "input"
+            raise PermanentStageFailure(stage, f"failed on bad {what} (exit {own}, no retry)", tail)
         raise StageFailed(stage, f"failed (exit code {code})", tail)
     raise AssertionError("unreachable")
 
 
-@task(name="dvc-stage", cache_policy=NO_CACHE, log_prints=True)
+@task(
+    name="dvc-stage",
+    cache_policy=NO_CACHE,
+    log_prints=True,
+    retry_condition_fn=retry_unless_permanent,
+)
 def run_stage(
     stage: Stage,
     workspace: str,

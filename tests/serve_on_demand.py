@@ -19,15 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 def main(workspace: str) -> None:
     from prefect import serve
 
-    from edge_pipeline.core.common import load_all_params
-    from flows.config import load_orchestration
+    from flows.config import run_params
     from flows.deploy import build_deployments
     from flows.retrain import ensure_limit
 
     os.chdir(REPO)  # the deployment's entrypoint flows/retrain.py is relative to the repository
-    params = load_all_params(Path(workspace) / "params.yaml")
-    ensure_limit(load_orchestration(params).concurrency_limit)
-    _, on_demand = build_deployments(params)
+    _, cfg = run_params(Path(workspace) / "params.yaml", {})  # PIPELINE_PARAMS_SCHEMA: the tiny's
+    ensure_limit(cfg.concurrency_limit)
+    _, on_demand = build_deployments(cfg)
     assert on_demand.name == "on-demand"
     on_demand.parameters = {"workspace": workspace}
     serve(on_demand)

@@ -40,13 +40,21 @@ def configure() -> Any:
     return mlflow
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists become their string form (MLflow params are strings)."""
+def flatten(
+    d: Mapping[str, Any], prefix: str = "", *, max_items: int | None = None
+) -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params, metrics tables in the Prefect UI.
+
+    A list becomes its string form (MLflow params are strings), or `[N items]` when it has more
+    than `max_items` items.
+    """
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(flatten(v, f"{key}."))
+            out.update(flatten(v, f"{key}.", max_items=max_items))
+        elif isinstance(v, list) and max_items is not None and len(v) > max_items:
+            out[key] = f"[{len(v)} items]"
         else:
             out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
     return out

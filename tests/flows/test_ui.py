@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from flows.deploy import start_server
-from tests.flows_repo import dvc, make_repo
+from tests.flows_repo import SCHEMA, dvc, make_repo
 
 pytestmark = pytest.mark.slow
 
@@ -140,6 +140,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
         "PREFECT_HOME": str(home),
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # pick the run up sooner than the default 10 s
         "PYTHONPATH": str(REPO),
+        "PIPELINE_PARAMS_SCHEMA": SCHEMA,  # the tiny pipeline's params schema
     }
     try:
         with open(serve_log, "wb") as log:
