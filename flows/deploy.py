@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from edge_pipeline.config.orchestration import Orchestration
+from flows.local_server import hardened_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_API = "http://127.0.0.1:4200/api"
@@ -40,12 +41,15 @@ def server_healthy(api_url: str, *, timeout_s: float = 2.0) -> bool:
 
 
 def start_server(api_url: str, *, home: Path, wait_s: float = 120.0) -> subprocess.Popen[bytes]:
-    """`prefect server start` on 127.0.0.1 (SQLite in `home`, UI on); wait until it is healthy."""
+    """`prefect server start` on 127.0.0.1 (SQLite in `home`, UI on); wait until it is healthy.
+
+    CSRF protection on and CORS for its own origin only (flows/local_server.py).
+    """
     port = httpx.URL(api_url).port or 4200
-    env = {**os.environ, "PREFECT_HOME": str(home)}
+    origin = api_url.rstrip("/").removesuffix("/api")
+    env = {**os.environ, "PREFECT_HOME": str(home), **hardened_settings(origin)}
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another server
     env["PREFECT_UI_API_URL"] = api_url  # else the UI calls :4200 whatever --port says
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network to send it to
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(

@@ -7,6 +7,10 @@ The stage list and edges come from dvc.yaml through DVC (flows/dag.py); each sta
 `dvc repro --single-item <stage>` (flows/stages.py), so DVC decides what is stale and dvc.lock stays
 the record. A stage is submitted as soon as all its upstream stages finished, so independent stages
 run at the same time (at most `orchestration.max_parallel_stages`). See docs/orchestration.md.
+
+The workspace is this repository, or `--workspace` (PIPELINE_WORKSPACE): set by whoever starts
+the process, never a flow parameter, so a run started from the UI or API cannot point it at
+another directory. The run holds the workspace's file lock (flows/workspace.py) throughout.
 """
 
 from __future__ import annotations
@@ -25,17 +29,32 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from edge_pipeline.config import Paths
 from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError
 from flows.config import run_params
 from flows.dag import load_dag, stale_stages
+from flows.local_server import guard_temporary_server, harden_temporary_server
 from flows.overrides import WorkspaceSnapshot, parse_set_args, save_experiment, write_overrides
 from flows.parent_run import parent_run
 from flows.publish import publish_summary
 from flows.scheduler import busy_seconds, run_dag
+from flows.workspace import recover, workspace_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKSPACE_ENV = "PIPELINE_WORKSPACE"
 Policy = Literal["fail", "warn", "approval"]
+
+
+def workspace_root() -> Path:
+    """The DVC repository to run in: $PIPELINE_WORKSPACE, else this repository."""
+    return Path(os.environ.get(WORKSPACE_ENV) or REPO_ROOT).resolve()
+
+
+def output_roots(params: dict[str, Any]) -> list[str]:
+    """The output roots of params.yaml `paths` (data, reports, metrics, plots)."""
+    paths = Paths.model_validate(params.get("paths") or {})
+    return [paths.data, paths.reports, paths.metrics, paths.plots]
 
 
 def requested_overrides(
@@ -97,7 +116,6 @@ def retrain(
     overrides: dict[str, Any] = {},  # noqa: B006 - never mutated; Prefect validates a copy
     source: str | None = None,
     approval: Policy | None = None,
-    workspace: str | None = None,
 ) -> dict[str, Any]:
     """Reproduce the DVC pipeline stage by stage.
 
@@ -106,11 +124,11 @@ def retrain(
             a DVC experiment named after the flow run. Unknown keys fail the run before any stage.
         source: shorthand for the override `ingest.source` (an image directory).
         approval: shorthand for the override `agreement.policy` (fail | warn | approval).
-        workspace: the DVC repository to run in (default: this repository).
     """
     clock = Phases()
     logger = get_run_logger()
-    root = Path(workspace).resolve() if workspace else REPO_ROOT
+    guard_temporary_server()  # it must not outlive this process, however it ends
+    root = workspace_root()
     params_file = root / "params.yaml"
     requested = requested_overrides(overrides, source, approval)
     effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
@@ -122,43 +140,57 @@ def retrain(
     ensure_limit(cfg.concurrency_limit)
     clock.mark("prepare")
 
-    with concurrency(cfg.concurrency_limit, occupy=1, strict=True):
+    with workspace_lock(root, holder=f"flow run {run_name}", on_wait=logger.warning):
         clock.mark("wait for workspace")  # another run held the workspace
-        snapshot = None
-        if requested:
-            snapshot = WorkspaceSnapshot(root, ["params.yaml", "dvc.lock", *uncached])
-            write_overrides(params_file, requested)
-        try:
-            with parent_run(
-                name=run_name,
-                root=root,
-                experiment=experiment,
-                flow_run_id=str(flow_run.get_id()),
-                params=requested,
-            ) as parent:
-                create_link_artifact(
-                    link=parent.url(cfg.mlflow_ui),
-                    link_text=f"MLflow run {run_name}",
-                    key="mlflow-run",
-                    description="the MLflow parent run of this flow run",
-                )
-                clock.mark("mlflow")
-                stale = set(stale_stages(root))
-                clock.mark("dvc status")
-                results = run_dag(
-                    dag, stale, root=root, cfg=cfg, params=effective, parent_run_id=parent.run_id
-                )
-                clock.mark("stages")
-                if experiment:
-                    save_experiment(root, experiment, uncached)
-                    logger.info("recorded DVC experiment %s (dvc exp show / apply)", experiment)
-                    clock.mark("dvc exp save")
-                parent.log_stage_seconds({r.name: r.seconds for r in results if r.changed})
-        finally:
-            if snapshot is not None:
-                for warning in snapshot.restore():
-                    logger.warning(warning)
-                clock.mark("restore workspace")
+        # No other run of this workspace is alive now: undo what a killed one left behind.
+        recover(
+            root,
+            limit=cfg.concurrency_limit,
+            output_roots=output_roots(effective),
+            log=logger.warning,
+        )
+        clock.mark("recover")
+        with concurrency(cfg.concurrency_limit, occupy=1, strict=True):
+            snapshot = None
+            if requested:
+                snapshot = WorkspaceSnapshot(root, ["params.yaml", "dvc.lock", *uncached])
+                write_overrides(params_file, requested)
+            try:
+                with parent_run(
+                    name=run_name,
+                    root=root,
+                    experiment=experiment,
+                    flow_run_id=str(flow_run.get_id()),
+                    params=requested,
+                ) as parent:
+                    create_link_artifact(
+                        link=parent.url(cfg.mlflow_ui),
+                        link_text=f"MLflow run {run_name}",
+                        key="mlflow-run",
+                        description="the MLflow parent run of this flow run",
+                    )
+                    clock.mark("mlflow")
+                    stale = set(stale_stages(root))
+                    clock.mark("dvc status")
+                    results = run_dag(
+                        dag,
+                        stale,
+                        root=root,
+                        cfg=cfg,
+                        params=effective,
+                        parent_run_id=parent.run_id,
+                    )
+                    clock.mark("stages")
+                    if experiment:
+                        save_experiment(root, experiment, uncached)
+                        logger.info("recorded DVC experiment %s (dvc exp show / apply)", experiment)
+                        clock.mark("dvc exp save")
+                    parent.log_stage_seconds({r.name: r.seconds for r in results if r.changed})
+            finally:
+                if snapshot is not None:
+                    for warning in snapshot.restore():
+                        logger.warning(warning)
+                    clock.mark("restore workspace")
 
     rows = [r.row() for r in results]
     publish_summary(rows)
@@ -219,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workspace", help="DVC repository to run in (default: this one)")
     args = ap.parse_args(argv)
-    root = Path(args.workspace).resolve() if args.workspace else REPO_ROOT
+    if args.workspace:
+        os.environ[WORKSPACE_ENV] = str(Path(args.workspace).resolve())
+    root = workspace_root()
     try:  # fail fast, before Prefect starts anything
         overrides = parse_set_args(args.set_param)
         requested = requested_overrides(overrides, args.source, args.approval)
@@ -227,12 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    out = build_flow(cfg)(
-        overrides=overrides,
-        source=args.source,
-        approval=args.approval,
-        workspace=args.workspace,
-    )
+    harden_temporary_server()
+    out = build_flow(cfg)(overrides=overrides, source=args.source, approval=args.approval)
     print(where_to_look(out, root))
     return 0
 

@@ -4,7 +4,9 @@ DVC decides whether the stage is stale and records it in dvc.lock; this module a
 unattended run needs: live log lines in the Prefect UI, a timeout that ends the whole process group
 (SIGTERM first, so the stage's MLflow run ends KILLED), retries of DVC lock contention that do
 not count against the stage's own retries, and no retry at all for a stage that exited with one of
-edge_pipeline.core.errors.PERMANENT_EXITS (bad params, bad input: a second try cannot pass).
+edge_pipeline.core.errors.PERMANENT_EXITS (bad params, bad input: a second try cannot pass), nor
+once the run is stopping (Ctrl-C, SIGTERM, cancellation: `terminate_all`). Every stage process
+group is registered with flows/watchdog.py, so it dies with the flow process even on SIGKILL.
 """
 
 from __future__ import annotations
@@ -30,19 +32,21 @@ from prefect.runtime import task_run
 
 from edge_pipeline.core.errors import EXIT_CONFIG, PERMANENT_EXITS
 from edge_pipeline.core.tracking import PARENT_ENV
+from flows import watchdog
 from flows.dag import Stage
 from flows.publish import publish_stage
 
 # Two `dvc repro` processes in one workspace can collide on DVC's repo lock or its per-path rwlock.
 LOCK_ERRORS = ("Unable to acquire lock", "is busy, it is being blocked by")
 LOCK_RETRIES = 5
-KILL_GRACE_S = 30.0
+KILL_GRACE_S = watchdog.GRACE_S
 TAIL_LINES = 40
 # How `dvc repro` reports the exit status of a stage command that failed (dvc/stage/exceptions.py).
 _STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)")
 
 _live: set[subprocess.Popen[str]] = set()
 _live_lock = threading.Lock()
+_stopping = threading.Event()  # set by terminate_all: start nothing more, retry nothing
 
 
 class StageFailed(RuntimeError):
@@ -68,8 +72,14 @@ def stage_exit_code(tail: list[str]) -> int | None:
 
 
 def retry_unless_permanent(task: Task[..., object], task_run: TaskRun, state: State) -> bool:
-    """Prefect's `retry_condition_fn`: retry any failure but a PermanentStageFailure."""
-    return not isinstance(state.data, PermanentStageFailure)
+    """Prefect's `retry_condition_fn`: retry any failure but a PermanentStageFailure, and nothing
+    once the run is stopping."""
+    return not _stopping.is_set() and not isinstance(state.data, PermanentStageFailure)
+
+
+def start_accepting() -> None:
+    """A new run begins: stages may start again (after an earlier run in this process stopped)."""
+    _stopping.clear()
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,11 @@ class StageResult:
 
 
 def terminate_all(grace_s: float = KILL_GRACE_S) -> None:
-    """SIGTERM every stage process group still running, SIGKILL what is left after `grace_s`."""
+    """SIGTERM every stage process group still running, SIGKILL what is left after `grace_s`.
+
+    From now on no stage starts and no failed stage is retried (until `start_accepting`).
+    """
+    _stopping.set()
     with _live_lock:
         procs = list(_live)
     for proc in procs:
@@ -130,6 +144,8 @@ def run_command(
 ) -> tuple[int | None, list[str]]:
     """Run `argv` in its own process group; returns (exit code or None on timeout, last lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=200)
+    if _stopping.is_set():
+        return None, ["not started: the run is stopping"]
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -143,6 +159,7 @@ def run_command(
     )
     with _live_lock:
         _live.add(proc)
+    watchdog.guard(pgid=proc.pid)  # a session leader: its pgid is its pid
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -166,6 +183,7 @@ def run_command(
     finally:
         with _live_lock:
             _live.discard(proc)
+        watchdog.unguard(pgid=proc.pid)
     reader.join(timeout=5)
     return code, list(tail)
 
@@ -187,6 +205,8 @@ def repro(
     argv = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
     for attempt in range(LOCK_RETRIES + 1):
         code, tail = run_command(argv, cwd=root, env=env, timeout_s=timeout_s, on_line=on_line)
+        if _stopping.is_set():
+            raise StageFailed(stage, "stopped: the flow run is stopping", tail)
         if code is None:
             raise StageFailed(
                 stage, f"timed out after {timeout_s:.0f} s (process group killed)", tail

@@ -39,7 +39,8 @@ def test_nightly_takes_cron_and_timezone_from_params_and_on_demand_has_no_schedu
         assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
         # the UI's Run form edits these
         props = d._parameter_openapi_schema.properties
-        assert {"overrides", "source", "approval", "workspace"} <= set(props)
+        assert {"overrides", "source", "approval"} == set(props)
+        assert "workspace" not in props  # a run from the UI/API cannot pick another directory
 
 
 def test_prefect_yaml_declares_the_same_deployments_and_no_second_schedule():

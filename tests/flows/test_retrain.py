@@ -56,9 +56,13 @@ def tiny(
 
 
 def retrain(root: Path, **kwargs: Any) -> Any:
+    """Run the flow in `root` (the process's PIPELINE_WORKSPACE: the workspace is no parameter)."""
+    from flows.retrain import WORKSPACE_ENV
     from flows.retrain import retrain as flow
 
-    return flow(workspace=str(root), **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(WORKSPACE_ENV, str(root))
+        return flow(**kwargs)
 
 
 def run_git(root: Path, *args: str) -> str:
@@ -315,7 +319,9 @@ def test_dask_task_runner_runs_the_stages_on_a_local_cluster(tiny):
     assert isinstance(flow.task_runner, DaskTaskRunner)
     assert flow.task_runner.cluster_kwargs == {"n_workers": 2, "threads_per_worker": 1}
 
-    out = flow(workspace=str(root))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_WORKSPACE", str(root))
+        out = flow()
     assert [s["status"] for s in out["stages"]] == ["ran"] * 4
     # every task ran in a Dask worker process, none in this (the flow's) process
     assert all(int(s["worker"].rsplit("/", 1)[1]) != os.getpid() for s in out["stages"])
