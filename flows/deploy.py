@@ -8,9 +8,9 @@
   (overrides as JSON, source, approval policy).
 
 At most one run mutates the workspace: each deployment allows one active run (later ones are
-enqueued), and the flow itself holds the 1-slot global concurrency limit
-`orchestration.concurrency_limit` for its whole run, so a nightly run and an on-demand run never
-overlap either: the second one waits. prefect.yaml declares the same deployments for a work pool;
+enqueued), and the flow itself holds the workspace's file lock (flows/workspace.py) for its whole
+run, so a nightly run and an on-demand run never overlap either: the second one waits. The
+workspace is no deployment parameter. prefect.yaml declares the same deployments for a work pool;
 `--work-pool` deploys them with the schedule of params.yaml (prefect.yaml states none).
 """
 
