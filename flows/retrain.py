@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -262,9 +264,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     harden_temporary_server()
+    exit_promptly_on_ctrl_c()
     out = build_flow(cfg)(overrides=overrides, source=args.source, approval=args.approval)
     print(where_to_look(out, root))
     return 0
+
+
+INTERRUPT_EXIT_S = 10.0  # after Ctrl-C the process exits within this long, whatever it waits for
+
+
+def exit_promptly_on_ctrl_c() -> None:
+    """Ctrl-C: KeyboardInterrupt (the run stops its stages), and exit 130 at most 10 s later.
+
+    The terminal's SIGINT also ends Prefect's temporary server (it is in our process group), after
+    which Prefect's client would retry the dead API for minutes before the process exits. The stage
+    process groups are ended by flows/watchdog.py even after an immediate exit. A second Ctrl-C
+    exits at once.
+    """
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if getattr(on_sigint, "fired", False):
+            os._exit(130)
+        on_sigint.fired = True  # type: ignore[attr-defined]
+        timer = threading.Timer(INTERRUPT_EXIT_S, os._exit, args=(130,))
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
 
 
 def where_to_look(out: dict[str, Any], root: Path) -> str:
