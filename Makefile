@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo night test test-fast lint format bench mlflow-ui serve
+.PHONY: help setup browser demo night test test-fast lint format bench mlflow-ui serve deploy
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,3 +62,6 @@ mlflow-ui: setup ## Start the MLflow UI on 127.0.0.1:5000 over the local store
 
 serve: setup ## Start a local Prefect server (if none answers) and serve the nightly + on-demand deployments
 	$(BIN)/python -m flows.deploy
+
+deploy: setup ## Register prefect.yaml's deployments with a work pool (schedule from params.yaml)
+	$(BIN)/python -m flows.deploy --work-pool

@@ -1,129 +1,56 @@
-"""The `orchestration` section of params.yaml: retries, timeouts, schedule, limits.
+"""The params of a flow run: the workspace's params.yaml and the run's overrides, both validated.
 
-No DVC stage reads this section, so editing it never makes a stage stale. Missing keys take the
-defaults below (the same values params.yaml ships with), so a repository without the section
-still runs.
+The schema is edge_pipeline.config (`Params`, one typed section per key; the `orchestration`
+section is edge_pipeline/config/orchestration.py). The whole file is validated first, then the
+overrides with `apply_overrides`, so a misspelt key fails the run before any stage starts, naming
+the key and the closest valid one. `PIPELINE_PARAMS_SCHEMA=module:Class` names another schema for
+a workspace that is not this project (tests/flows_repo.py's tiny pipeline).
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from edge_pipeline.config import Params, Section, apply_overrides, load_params, read_yaml
+from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import ConfigError
 
-DEFAULTS: dict[str, Any] = {
-    "defaults": {"retries": 2, "retry_delay_seconds": 10, "backoff": 3, "timeout_seconds": 3600},
-    "stages": {},
-    "max_parallel_stages": 2,
-    "schedule": {"cron": "0 2 * * *", "timezone": "UTC"},
-    "concurrency_limit": "edge-pipeline-workspace",
-    "approval_timeout_seconds": 86400,
-    "approval_poll_seconds": 10,
-    "task_runner": "threads",
-    "dask_address": None,
-    "mlflow_ui": "http://127.0.0.1:5000",
-}
-log = logging.getLogger(__name__)
-_POLICY_KEYS = ("retries", "retry_delay_seconds", "backoff", "timeout_seconds")
+SCHEMA_ENV = "PIPELINE_PARAMS_SCHEMA"
 
 
-@dataclass(frozen=True)
-class StagePolicy:
-    """How one stage's task is retried and timed out."""
-
-    retries: int
-    retry_delay_seconds: float
-    backoff: float
-    timeout_seconds: float
-
-    def delays(self) -> list[float]:
-        """Wait before retry i (0-based): `retry_delay_seconds * backoff**i`."""
-        return [self.retry_delay_seconds * self.backoff**i for i in range(self.retries)]
-
-
-@dataclass(frozen=True)
-class Orchestration:
-    defaults: StagePolicy
-    stages: dict[str, StagePolicy]
-    max_parallel_stages: int
-    cron: str
-    timezone: str
-    concurrency_limit: str
-    approval_timeout_seconds: int
-    approval_poll_seconds: int
-    task_runner: str
-    dask_address: str | None
-    mlflow_ui: str
-
-    def policy(self, stage: str) -> StagePolicy:
-        """The stage's policy: its own entry, else its `foreach` group's (`bench@x` -> `bench`)."""
-        short = stage.rsplit(":", 1)[-1]
-        return self.stages.get(short) or self.stages.get(short.split("@", 1)[0]) or self.defaults
-
-
-def _policy(raw: Any, base: dict[str, Any], where: str) -> StagePolicy:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"params.yaml {where} must be a mapping of {list(_POLICY_KEYS)}")
-    unknown = sorted(set(raw) - set(_POLICY_KEYS))
-    if unknown:
-        raise ConfigError(f"params.yaml {where}: unknown key(s) {unknown}; allowed {_POLICY_KEYS}")
-    merged = {**base, **raw}
+def schema() -> type[Section]:
+    """The model of the whole params.yaml: `Params`, or the class `$PIPELINE_PARAMS_SCHEMA`."""
+    spec = os.environ.get(SCHEMA_ENV)
+    if not spec:
+        return Params
+    module, _, name = spec.partition(":")
     try:
-        policy = StagePolicy(
-            retries=int(merged["retries"]),
-            retry_delay_seconds=float(merged["retry_delay_seconds"]),
-            backoff=float(merged["backoff"]),
-            timeout_seconds=float(merged["timeout_seconds"]),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"params.yaml {where}: {exc}; use numbers") from exc
-    if policy.retries < 0 or policy.retry_delay_seconds < 0 or policy.backoff < 1:
-        raise ConfigError(f"params.yaml {where}: need retries >= 0, delay >= 0, backoff >= 1")
-    if policy.timeout_seconds <= 0:
-        raise ConfigError(f"params.yaml {where}.timeout_seconds must be > 0")
-    return policy
+        model = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"{SCHEMA_ENV}={spec}: {err}; use module:Class") from None
+    return model
 
 
-def load_orchestration(
-    params: dict[str, Any], stage_names: list[str] | None = None
-) -> Orchestration:
-    """Validate `params['orchestration']`, defaults filled in; `stage_names` checks `stages:`."""
-    raw = {**DEFAULTS, **(params.get("orchestration") or {})}
-    defaults = _policy(raw["defaults"], DEFAULTS["defaults"], "orchestration.defaults")
-    base = {k: getattr(defaults, k) for k in _POLICY_KEYS}
-    stages = {
-        name: _policy(p, base, f"orchestration.stages.{name}")
-        for name, p in (raw["stages"] or {}).items()
-    }
-    if stage_names is not None:
-        known = {n.rsplit(":", 1)[-1] for n in stage_names}
-        known |= {n.split("@", 1)[0] for n in known}
-        unknown = sorted(set(stages) - known)
-        if unknown:  # a typo, or a stage removed from dvc.yaml: say so, but run
-            log.warning(
-                "params.yaml orchestration.stages names %s, which dvc.yaml does not have "
-                "(stages: %s); those entries are ignored",
-                unknown,
-                sorted(known),
-            )
-    schedule = {**DEFAULTS["schedule"], **(raw["schedule"] or {})}
-    runner = raw["task_runner"]
-    if runner not in ("threads", "dask"):
-        raise ConfigError(f"params.yaml orchestration.task_runner={runner!r}: use threads or dask")
-    if int(raw["max_parallel_stages"]) < 1:
-        raise ConfigError("params.yaml orchestration.max_parallel_stages must be >= 1")
-    return Orchestration(
-        defaults=defaults,
-        stages=stages,
-        max_parallel_stages=int(raw["max_parallel_stages"]),
-        cron=str(schedule["cron"]),
-        timezone=str(schedule["timezone"]),
-        concurrency_limit=str(raw["concurrency_limit"]),
-        approval_timeout_seconds=int(raw["approval_timeout_seconds"]),
-        approval_poll_seconds=int(raw["approval_poll_seconds"]),
-        task_runner=runner,
-        dask_address=raw["dask_address"],
-        mlflow_ui=str(raw["mlflow_ui"]).rstrip("/"),
-    )
+def run_params(
+    params_file: Path, overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], Orchestration]:
+    """(params.yaml with the overrides set, its orchestration section); ConfigError when wrong.
+
+    `overrides` are dotted keys (`{"train.epochs": 3}`), as `-S key=value` and the UI give them.
+    """
+    model = schema()
+    raw = read_yaml(params_file)
+    parsed = load_params(raw=raw, model=model)
+    if not overrides:
+        return raw, parsed.orchestration
+    try:
+        effective = apply_overrides(raw, dict(overrides), model=model)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err}\n(in this run's overrides {sorted(overrides)}; nothing was run)"
+        ) from None
+    return effective, load_params(raw=effective, model=model).orchestration

@@ -1,15 +1,17 @@
 """`make serve`: a local Prefect server (when none answers) serving the retrain flow's deployments.
 
-    python -m flows.deploy            # UI at http://127.0.0.1:4200; Ctrl-C stops both
+    python -m flows.deploy              # UI at http://127.0.0.1:4200; Ctrl-C stops both
+    python -m flows.deploy --work-pool  # `make deploy`: prefect.yaml's deployments, for a worker
 
 - `nightly`: the cron and timezone of params.yaml `orchestration.schedule`;
 - `on-demand`: no schedule; start it from the UI's Run button, whose form edits the parameters
   (overrides as JSON, source, approval policy).
 
 At most one run mutates the workspace: each deployment allows one active run (later ones are
-enqueued), and the flow itself holds the 1-slot global concurrency limit
-`orchestration.concurrency_limit` for its whole run, so a nightly run and an on-demand run never
-overlap either: the second one waits. prefect.yaml declares the same deployments for a work pool.
+enqueued), and the flow itself holds the workspace's file lock (flows/workspace.py) for its whole
+run, so a nightly run and an on-demand run never overlap either: the second one waits. The
+workspace is no deployment parameter. prefect.yaml declares the same deployments for a work pool;
+`--work-pool` deploys them with the schedule of params.yaml (prefect.yaml states none).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from edge_pipeline.config.orchestration import Orchestration
+from flows.local_server import hardened_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_API = "http://127.0.0.1:4200/api"
@@ -36,12 +41,15 @@ def server_healthy(api_url: str, *, timeout_s: float = 2.0) -> bool:
 
 
 def start_server(api_url: str, *, home: Path, wait_s: float = 120.0) -> subprocess.Popen[bytes]:
-    """`prefect server start` on 127.0.0.1 (SQLite in `home`, UI on); wait until it is healthy."""
+    """`prefect server start` on 127.0.0.1 (SQLite in `home`, UI on); wait until it is healthy.
+
+    CSRF protection on and CORS for its own origin only (flows/local_server.py).
+    """
     port = httpx.URL(api_url).port or 4200
-    env = {**os.environ, "PREFECT_HOME": str(home)}
+    origin = api_url.rstrip("/").removesuffix("/api")
+    env = {**os.environ, "PREFECT_HOME": str(home), **hardened_settings(origin)}
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another server
     env["PREFECT_UI_API_URL"] = api_url  # else the UI calls :4200 whatever --port says
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network to send it to
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
@@ -61,16 +69,22 @@ def start_server(api_url: str, *, home: Path, wait_s: float = 120.0) -> subproce
     raise RuntimeError(f"prefect server did not answer {api_url}/health in {wait_s:.0f} s")
 
 
-def build_deployments(params: dict[str, Any] | None = None) -> list[Any]:
+def committed_orchestration() -> Orchestration:
+    """The `orchestration` section of this repository's params.yaml (ConfigError when wrong)."""
+    from flows.config import run_params
+
+    return run_params(REPO_ROOT / "params.yaml", {})[1]
+
+
+def build_deployments(cfg: Orchestration | None = None) -> list[Any]:
     """The `nightly` and `on-demand` RunnerDeployments of the retrain flow, from params.yaml."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
-    from edge_pipeline.core.common import load_all_params
-    from flows.config import load_orchestration
     from flows.retrain import build_flow
 
-    cfg = load_orchestration(params if params is not None else load_all_params())
+    cfg = cfg or committed_orchestration()
+    cron, timezone = cfg.schedule.cron, cfg.schedule.timezone
     flow = build_flow(cfg)
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
@@ -79,9 +93,8 @@ def build_deployments(params: dict[str, Any] | None = None) -> list[Any]:
     return [
         flow.to_deployment(
             name="nightly",
-            schedules=[Cron(cfg.cron, timezone=cfg.timezone)],
-            description=f"Reproduce the pipeline with the committed params ({cfg.cron}, "
-            f"{cfg.timezone}).",
+            schedules=[Cron(cron, timezone=timezone)],
+            description=f"Reproduce the pipeline with the committed params ({cron}, {timezone}).",
             **common,
         ),
         flow.to_deployment(
@@ -92,13 +105,34 @@ def build_deployments(params: dict[str, Any] | None = None) -> list[Any]:
     ]
 
 
-def main() -> int:
+def work_pool_commands(cfg: Orchestration) -> list[list[str]]:
+    """`prefect deploy` of prefect.yaml's two deployments, the schedule taken from params.yaml.
+
+    prefect.yaml states no schedule: params.yaml `orchestration.schedule` is the only one.
+    """
+    deploy = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
+    schedule = ["--cron", cfg.schedule.cron, "--timezone", cfg.schedule.timezone]
+    return [[*deploy, "--name", "nightly", *schedule], [*deploy, "--name", "on-demand"]]
+
+
+def deploy_to_work_pool() -> int:
+    """`make deploy`: register the deployments of prefect.yaml with the server's work pool."""
+    for argv in work_pool_commands(committed_orchestration()):
+        print("+", " ".join(argv[2:]), flush=True)
+        code = subprocess.call(argv, cwd=REPO_ROOT)
+        if code:
+            return code
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from edge_pipeline.core.common import load_all_params
-    from flows.config import load_orchestration
     from flows.retrain import ensure_limit
+
+    if (argv if argv is not None else sys.argv[1:]) == ["--work-pool"]:
+        return deploy_to_work_pool()
 
     os.chdir(REPO_ROOT)  # stages and params.yaml are relative to the repository
     api_url = os.environ.get("PREFECT_API_URL") or DEFAULT_API
@@ -112,10 +146,10 @@ def main() -> int:
     os.environ["PREFECT_API_URL"] = api_url  # inherited by the flow-run processes
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            cfg = load_orchestration(load_all_params())
+            cfg = committed_orchestration()
             ensure_limit(cfg.concurrency_limit)
             print(f"Prefect UI: {api_url.removesuffix('/api')}  (Deployments -> retrain)")
-            serve(*build_deployments())
+            serve(*build_deployments(cfg))
     except KeyboardInterrupt:
         pass
     finally:

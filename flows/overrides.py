@@ -4,6 +4,7 @@ Design (why not `dvc exp run`): `dvc exp run` reproduces the whole pipeline in o
 stage at a time, which would take the stages away from their Prefect tasks. Instead a run with
 overrides
 
+0. validates the overrides against the schema (flows/config.py), before anything runs;
 1. snapshots the files a run rewrites that DVC's cache cannot restore: params.yaml, dvc.lock and
    the `cache: false` outputs (metrics, plots), plus their git index entries (DVC's autostage);
 2. writes the overrides into params.yaml exactly as `dvc exp run -S key=value` does (comments kept);
@@ -16,7 +17,6 @@ overrides
 
 from __future__ import annotations
 
-import difflib
 import shutil
 import subprocess
 import sys
@@ -30,17 +30,6 @@ import yaml
 from edge_pipeline.core.errors import ConfigError
 
 
-def param_keys(params: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Every dotted key of a params tree, sections included: {'a': {'b': 1}} -> ['a', 'a.b']."""
-    keys: list[str] = []
-    for k, v in params.items():
-        key = f"{prefix}{k}"
-        keys.append(key)
-        if isinstance(v, Mapping):
-            keys.extend(param_keys(v, f"{key}."))
-    return keys
-
-
 def parse_set_args(items: Iterable[str]) -> dict[str, Any]:
     """`["train.epochs=3", "ingest.annotations=null"]` -> values parsed as YAML, like DVC's -S."""
     out: dict[str, Any] = {}
@@ -49,37 +38,6 @@ def parse_set_args(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.epochs=3)")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
-
-
-def validate_overrides(
-    overrides: Mapping[str, Any], params: Mapping[str, Any], *, source: str = "params.yaml"
-) -> dict[str, Any]:
-    """Check every override key exists in `params`; raise ConfigError listing close matches."""
-    known = param_keys(params)
-    problems = []
-    for key in overrides:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}?" if close else "no similar key"
-            problems.append(f"'{key}' ({hint})")
-    if problems:
-        raise ConfigError(
-            f"unknown override key(s) {'; '.join(problems)}: every key must already exist in "
-            f"{source} (dotted path, e.g. train.epochs); nothing was run"
-        )
-    return dict(overrides)
-
-
-def with_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `params` with the dotted-key overrides set (what params.yaml will contain)."""
-    out = yaml.safe_load(yaml.safe_dump(dict(params)))
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
     return out
 
 
@@ -176,9 +134,3 @@ def save_experiment(root: Path, name: str, uncached: Iterable[str]) -> None:
     proc = _dvc(Path(root), "exp", "save", "--force", "--name", name, *include)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc exp save --name {name} failed: {proc.stderr.strip()[-2000:]}")
-
-
-def experiment_names(root: Path) -> list[str]:
-    """Names of the experiments on the current commit (`dvc exp list --name-only`)."""
-    proc = _dvc(Path(root), "exp", "list", "--name-only")
-    return proc.stdout.split() if proc.returncode == 0 else []

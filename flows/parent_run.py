@@ -90,6 +90,7 @@ def parent_run(
         "prefect_flow_run_id": flow_run_id,
         "mlflow.note.content": reproduce_note(commit, experiment, dirty),
         "pipeline": "retrain",
+        **tracking.process_tags(),
     }
     run = client.create_run(exp.experiment_id, run_name=name, tags=tags)
     handle = ParentRun(run.info.run_id, exp.experiment_id, client)

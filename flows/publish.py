@@ -16,9 +16,11 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from edge_pipeline.core.tracking import flatten
 from flows.dag import Stage, lock_hashes
 
 MAX_REPORT_CHARS = 20_000  # per report file, so one huge report cannot swamp the artifact
+MAX_LIST_ITEMS = 8  # a longer list in a metrics file is shown as `[N items]`
 _BAD_KEY_CHARS = re.compile(r"[^a-z0-9-]+")
 _BAD_ASSET_CHARS = re.compile(r"[\s#?&%\"'<>\[\]{}|\\^`]")
 
@@ -31,18 +33,6 @@ def artifact_key(prefix: str, name: str) -> str:
 def asset_key(root: Path, path: str) -> str:
     """A stable asset URI for a workspace path: `dvc://<repo dir name>/<path>`."""
     return _BAD_ASSET_CHARS.sub("_", f"dvc://{root.name}/{path}")
-
-
-def flat_metrics(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested metrics JSON -> {'a.b': value}; lists longer than 8 items are summarised by length."""
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(flat_metrics(v, f"{prefix}{k}."))
-        return out
-    if isinstance(obj, list) and len(obj) > 8:
-        return {prefix.rstrip("."): f"[{len(obj)} items]"}
-    return {prefix.rstrip("."): obj}
 
 
 def _fmt(value: Any) -> str:
@@ -58,10 +48,11 @@ def metrics_markdown(root: Path, metric_files: Iterable[str]) -> str:
         if not path.is_file():
             continue
         try:
-            flat = flat_metrics(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
         except (ValueError, OSError) as exc:
             parts.append(f"`{rel}` could not be read: {exc}")
             continue
+        flat = flatten(data if isinstance(data, dict) else {rel: data}, max_items=MAX_LIST_ITEMS)
         rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in flat.items())
         parts.append(f"**{rel}**\n\n| metric | value |\n|---|---|\n{rows}")
     return "\n\n".join(parts)

@@ -7,6 +7,10 @@ The stage list and edges come from dvc.yaml through DVC (flows/dag.py); each sta
 `dvc repro --single-item <stage>` (flows/stages.py), so DVC decides what is stale and dvc.lock stays
 the record. A stage is submitted as soon as all its upstream stages finished, so independent stages
 run at the same time (at most `orchestration.max_parallel_stages`). See docs/orchestration.md.
+
+The workspace is this repository, or `--workspace` (PIPELINE_WORKSPACE): set by whoever starts
+the process, never a flow parameter, so a run started from the UI or API cannot point it at
+another directory. The run holds the workspace's file lock (flows/workspace.py) throughout.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -25,41 +31,44 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from edge_pipeline.core.common import load_all_params
-from edge_pipeline.core.errors import ConfigError
-from flows.config import Orchestration, load_orchestration
+from edge_pipeline.config import Paths
+from edge_pipeline.config.orchestration import Orchestration
+from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError
+from flows.config import run_params
 from flows.dag import load_dag, stale_stages
-from flows.overrides import (
-    WorkspaceSnapshot,
-    parse_set_args,
-    save_experiment,
-    validate_overrides,
-    with_overrides,
-    write_overrides,
-)
+from flows.local_server import guard_temporary_server, harden_temporary_server
+from flows.overrides import WorkspaceSnapshot, parse_set_args, save_experiment, write_overrides
 from flows.parent_run import parent_run
 from flows.publish import publish_summary
 from flows.scheduler import busy_seconds, run_dag
+from flows.workspace import recover, workspace_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKSPACE_ENV = "PIPELINE_WORKSPACE"
 Policy = Literal["fail", "warn", "approval"]
 
 
+def workspace_root() -> Path:
+    """The DVC repository to run in: $PIPELINE_WORKSPACE, else this repository."""
+    return Path(os.environ.get(WORKSPACE_ENV) or REPO_ROOT).resolve()
+
+
+def output_roots(params: dict[str, Any]) -> list[str]:
+    """The output roots of params.yaml `paths` (data, reports, metrics, plots)."""
+    paths = Paths.model_validate(params.get("paths") or {})
+    return [paths.data, paths.reports, paths.metrics, paths.plots]
+
+
 def requested_overrides(
-    params: dict[str, Any],
-    overrides: dict[str, Any] | None,
-    source: str | None,
-    approval: str | None,
-    *,
-    params_file: Path,
+    overrides: dict[str, Any] | None, source: str | None, approval: str | None
 ) -> dict[str, Any]:
-    """Flow parameters -> validated params.yaml overrides (`source`, `approval` are shorthands)."""
+    """Flow parameters -> params.yaml overrides (`source`, `approval` are shorthands)."""
     requested = dict(overrides or {})
     if source is not None:
         requested["ingest.source"] = source
     if approval is not None:
         requested["agreement.policy"] = approval
-    return validate_overrides(requested, params, source=str(params_file))
+    return requested
 
 
 class Phases:
@@ -109,7 +118,6 @@ def retrain(
     overrides: dict[str, Any] = {},  # noqa: B006 - never mutated; Prefect validates a copy
     source: str | None = None,
     approval: Policy | None = None,
-    workspace: str | None = None,
 ) -> dict[str, Any]:
     """Reproduce the DVC pipeline stage by stage.
 
@@ -118,60 +126,73 @@ def retrain(
             a DVC experiment named after the flow run. Unknown keys fail the run before any stage.
         source: shorthand for the override `ingest.source` (an image directory).
         approval: shorthand for the override `agreement.policy` (fail | warn | approval).
-        workspace: the DVC repository to run in (default: this repository).
     """
     clock = Phases()
     logger = get_run_logger()
-    root = Path(workspace).resolve() if workspace else REPO_ROOT
+    guard_temporary_server()  # it must not outlive this process, however it ends
+    root = workspace_root()
     params_file = root / "params.yaml"
-    params = load_all_params(params_file)
-    requested = requested_overrides(params, overrides, source, approval, params_file=params_file)
-    effective = with_overrides(params, requested)
+    requested = requested_overrides(overrides, source, approval)
+    effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
     dag = load_dag(root)
-    cfg = load_orchestration(effective, dag.order)
+    cfg.check_stages(dag.order)
     run_name = flow_run.get_name() or "retrain"
     experiment = experiment_name(run_name) if requested else None
     uncached = [p for s in dag for p in s.uncached]
     ensure_limit(cfg.concurrency_limit)
     clock.mark("prepare")
 
-    with concurrency(cfg.concurrency_limit, occupy=1, strict=True):
+    with workspace_lock(root, holder=f"flow run {run_name}", on_wait=logger.warning):
         clock.mark("wait for workspace")  # another run held the workspace
-        snapshot = None
-        if requested:
-            snapshot = WorkspaceSnapshot(root, ["params.yaml", "dvc.lock", *uncached])
-            write_overrides(params_file, requested)
-        try:
-            with parent_run(
-                name=run_name,
-                root=root,
-                experiment=experiment,
-                flow_run_id=str(flow_run.get_id()),
-                params=requested,
-            ) as parent:
-                create_link_artifact(
-                    link=parent.url(cfg.mlflow_ui),
-                    link_text=f"MLflow run {run_name}",
-                    key="mlflow-run",
-                    description="the MLflow parent run of this flow run",
-                )
-                clock.mark("mlflow")
-                stale = set(stale_stages(root))
-                clock.mark("dvc status")
-                results = run_dag(
-                    dag, stale, root=root, cfg=cfg, params=effective, parent_run_id=parent.run_id
-                )
-                clock.mark("stages")
-                if experiment:
-                    save_experiment(root, experiment, uncached)
-                    logger.info("recorded DVC experiment %s (dvc exp show / apply)", experiment)
-                    clock.mark("dvc exp save")
-                parent.log_stage_seconds({r.name: r.seconds for r in results if r.changed})
-        finally:
-            if snapshot is not None:
-                for warning in snapshot.restore():
-                    logger.warning(warning)
-                clock.mark("restore workspace")
+        # No other run of this workspace is alive now: undo what a killed one left behind.
+        recover(
+            root,
+            limit=cfg.concurrency_limit,
+            output_roots=output_roots(effective),
+            log=logger.warning,
+        )
+        clock.mark("recover")
+        with concurrency(cfg.concurrency_limit, occupy=1, strict=True):
+            snapshot = None
+            if requested:
+                snapshot = WorkspaceSnapshot(root, ["params.yaml", "dvc.lock", *uncached])
+                write_overrides(params_file, requested)
+            try:
+                with parent_run(
+                    name=run_name,
+                    root=root,
+                    experiment=experiment,
+                    flow_run_id=str(flow_run.get_id()),
+                    params=requested,
+                ) as parent:
+                    create_link_artifact(
+                        link=parent.url(cfg.mlflow_ui),
+                        link_text=f"MLflow run {run_name}",
+                        key="mlflow-run",
+                        description="the MLflow parent run of this flow run",
+                    )
+                    clock.mark("mlflow")
+                    stale = set(stale_stages(root))
+                    clock.mark("dvc status")
+                    results = run_dag(
+                        dag,
+                        stale,
+                        root=root,
+                        cfg=cfg,
+                        params=effective,
+                        parent_run_id=parent.run_id,
+                    )
+                    clock.mark("stages")
+                    if experiment:
+                        save_experiment(root, experiment, uncached)
+                        logger.info("recorded DVC experiment %s (dvc exp show / apply)", experiment)
+                        clock.mark("dvc exp save")
+                    parent.log_stage_seconds({r.name: r.seconds for r in results if r.changed})
+            finally:
+                if snapshot is not None:
+                    for warning in snapshot.restore():
+                        logger.warning(warning)
+                    clock.mark("restore workspace")
 
     rows = [r.row() for r in results]
     publish_summary(rows)
@@ -232,25 +253,45 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workspace", help="DVC repository to run in (default: this one)")
     args = ap.parse_args(argv)
-    root = Path(args.workspace).resolve() if args.workspace else REPO_ROOT
+    if args.workspace:
+        os.environ[WORKSPACE_ENV] = str(Path(args.workspace).resolve())
+    root = workspace_root()
     try:  # fail fast, before Prefect starts anything
         overrides = parse_set_args(args.set_param)
-        params = load_all_params(root / "params.yaml")
-        requested_overrides(
-            params, overrides, args.source, args.approval, params_file=root / "params.yaml"
-        )
-        cfg = load_orchestration(params)
+        requested = requested_overrides(overrides, args.source, args.approval)
+        _, cfg = run_params(root / "params.yaml", requested)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = build_flow(cfg)(
-        overrides=overrides,
-        source=args.source,
-        approval=args.approval,
-        workspace=args.workspace,
-    )
+        return EXIT_CONFIG
+    harden_temporary_server()
+    exit_promptly_on_ctrl_c()
+    out = build_flow(cfg)(overrides=overrides, source=args.source, approval=args.approval)
     print(where_to_look(out, root))
     return 0
+
+
+INTERRUPT_EXIT_S = 10.0  # after Ctrl-C the process exits within this long, whatever it waits for
+
+
+def exit_promptly_on_ctrl_c() -> None:
+    """Ctrl-C: KeyboardInterrupt (the run stops its stages), and exit 130 at most 10 s later.
+
+    The terminal's SIGINT also ends Prefect's temporary server (it is in our process group), after
+    which Prefect's client would retry the dead API for minutes before the process exits. The stage
+    process groups are ended by flows/watchdog.py even after an immediate exit. A second Ctrl-C
+    exits at once.
+    """
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if getattr(on_sigint, "fired", False):
+            os._exit(130)
+        on_sigint.fired = True  # type: ignore[attr-defined]
+        timer = threading.Timer(INTERRUPT_EXIT_S, os._exit, args=(130,))
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
 
 
 def where_to_look(out: dict[str, Any], root: Path) -> str:

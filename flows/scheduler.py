@@ -14,10 +14,10 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 
+from edge_pipeline.config.orchestration import Orchestration
 from flows.approval import read_gate, request_approval
-from flows.config import Orchestration
 from flows.dag import Dag
-from flows.stages import StageResult, run_stage, terminate_all
+from flows.stages import StageResult, run_stage, start_accepting, terminate_all
 
 
 class PipelineError(RuntimeError):
@@ -70,6 +70,7 @@ def run_dag(
     parent_run_id: str | None,
 ) -> list[StageResult]:
     """Submit each stage once its upstream stages completed; stop submitting after a failure."""
+    start_accepting()
     results: dict[str, StageResult] = {}
     futures: dict[str, PrefectFuture[StageResult]] = {}
     running: set[str] = set()

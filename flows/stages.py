@@ -2,8 +2,11 @@
 
 DVC decides whether the stage is stale and records it in dvc.lock; this module adds what a long
 unattended run needs: live log lines in the Prefect UI, a timeout that ends the whole process group
-(SIGTERM first, so the stage's MLflow run ends KILLED), and retries of DVC lock contention that do
-not count against the stage's own retries.
+(SIGTERM first, so the stage's MLflow run ends KILLED), retries of DVC lock contention that do
+not count against the stage's own retries, and no retry at all for a stage that exited with one of
+edge_pipeline.core.errors.PERMANENT_EXITS (bad params, bad input: a second try cannot pass), nor
+once the run is stopping (Ctrl-C, SIGTERM, cancellation: `terminate_all`). Every stage process
+group is registered with flows/watchdog.py, so it dies with the flow process even on SIGKILL.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,22 +25,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import task_run
 
+from edge_pipeline.core.errors import EXIT_CONFIG, PERMANENT_EXITS
 from edge_pipeline.core.tracking import PARENT_ENV
+from flows import watchdog
 from flows.dag import Stage
 from flows.publish import publish_stage
 
 # Two `dvc repro` processes in one workspace can collide on DVC's repo lock or its per-path rwlock.
 LOCK_ERRORS = ("Unable to acquire lock", "is busy, it is being blocked by")
 LOCK_RETRIES = 5
-KILL_GRACE_S = 30.0
+KILL_GRACE_S = watchdog.GRACE_S
 TAIL_LINES = 40
+# How `dvc repro` reports the exit status of a stage command that failed (dvc/stage/exceptions.py).
+_STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)")
 
 _live: set[subprocess.Popen[str]] = set()
 _live_lock = threading.Lock()
+_stopping = threading.Event()  # set by terminate_all: start nothing more, retry nothing
 
 
 class StageFailed(RuntimeError):
@@ -46,6 +56,30 @@ class StageFailed(RuntimeError):
         self.stage, self.reason, self.tail = stage, reason, tail
         text = "\n".join(tail[-TAIL_LINES:])
         super().__init__(f"stage '{stage}' {reason}\n--- last output of {stage} ---\n{text}")
+
+
+class PermanentStageFailure(StageFailed):
+    """The stage rejected its params (exit 78) or its input (exit 65): retrying cannot help."""
+
+
+def stage_exit_code(tail: list[str]) -> int | None:
+    """The stage command's own exit status as `dvc repro` reported it (None when not reported)."""
+    for line in reversed(tail):
+        match = _STAGE_EXIT.search(line)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def retry_unless_permanent(task: Task[..., object], task_run: TaskRun, state: State) -> bool:
+    """Prefect's `retry_condition_fn`: retry any failure but a PermanentStageFailure, and nothing
+    once the run is stopping."""
+    return not _stopping.is_set() and not isinstance(state.data, PermanentStageFailure)
+
+
+def start_accepting() -> None:
+    """A new run begins: stages may start again (after an earlier run in this process stopped)."""
+    _stopping.clear()
 
 
 @dataclass(frozen=True)
@@ -78,7 +112,11 @@ class StageResult:
 
 
 def terminate_all(grace_s: float = KILL_GRACE_S) -> None:
-    """SIGTERM every stage process group still running, SIGKILL what is left after `grace_s`."""
+    """SIGTERM every stage process group still running, SIGKILL what is left after `grace_s`.
+
+    From now on no stage starts and no failed stage is retried (until `start_accepting`).
+    """
+    _stopping.set()
     with _live_lock:
         procs = list(_live)
     for proc in procs:
@@ -106,6 +144,8 @@ def run_command(
 ) -> tuple[int | None, list[str]]:
     """Run `argv` in its own process group; returns (exit code or None on timeout, last lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=200)
+    if _stopping.is_set():
+        return None, ["not started: the run is stopping"]
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -119,6 +159,7 @@ def run_command(
     )
     with _live_lock:
         _live.add(proc)
+    watchdog.guard(pgid=proc.pid)  # a session leader: its pgid is its pid
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -142,6 +183,7 @@ def run_command(
     finally:
         with _live_lock:
             _live.discard(proc)
+        watchdog.unguard(pgid=proc.pid)
     reader.join(timeout=5)
     return code, list(tail)
 
@@ -163,6 +205,8 @@ def repro(
     argv = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
     for attempt in range(LOCK_RETRIES + 1):
         code, tail = run_command(argv, cwd=root, env=env, timeout_s=timeout_s, on_line=on_line)
+        if _stopping.is_set():
+            raise StageFailed(stage, "stopped: the flow run is stopping", tail)
         if code is None:
             raise StageFailed(
                 stage, f"timed out after {timeout_s:.0f} s (process group killed)", tail
@@ -176,11 +220,20 @@ def repro(
             on_line(f"DVC lock held by another process; retrying in {1 + attempt} s")
             time.sleep(1 + attempt)
             continue
+        own = stage_exit_code(tail)
+        if own in PERMANENT_EXITS:
+            what = "params" if own == EXIT_CONFIG else "input"
+            raise PermanentStageFailure(stage, f"failed on bad {what} (exit {own}, no retry)", tail)
         raise StageFailed(stage, f"failed (exit code {code})", tail)
     raise AssertionError("unreachable")
 
 
-@task(name="dvc-stage", cache_policy=NO_CACHE, log_prints=True)
+@task(
+    name="dvc-stage",
+    cache_policy=NO_CACHE,
+    log_prints=True,
+    retry_condition_fn=retry_unless_permanent,
+)
 def run_stage(
     stage: Stage,
     workspace: str,

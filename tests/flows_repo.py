@@ -3,8 +3,12 @@
 Each stage is `python stage.py <name>`: it reads params.yaml[<name>], concatenates its inputs'
 outputs, and writes out/<name>.txt (cached), reports/<name>/report.md (cached) and
 metrics/<name>.json (cache: false, with its start/end times). Params make it misbehave on purpose:
-`fail_once: <marker path>` fails the first run only, `fail: <text>` always fails, `sleep: s` waits,
-`gate: <verdict>` is written to the metrics, `mlflow: true` logs an MLflow run via edge_pipeline.core.tracking.
+`fail_once: <marker path>` fails the first run only, `fail: <text>` always fails, `exit_code: n`
+exits with status n (78: bad params, 65: bad input), `sleep: s` waits, `gate: <verdict>` is written
+to the metrics, `mlflow: true` logs an MLflow run via edge_pipeline.core.tracking.
+
+`TinyParams` is the schema of its params.yaml: the flow validates a workspace's params with the
+class named by PIPELINE_PARAMS_SCHEMA (flows/config.py), so flow tests set it to `SCHEMA`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,38 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import Field
+
+from edge_pipeline.config.base import Section
+from edge_pipeline.config.orchestration import Orchestration
 
 REPO = Path(__file__).resolve().parent.parent
+SCHEMA = "tests.flows_repo:TinyParams"
+
+
+class TinyStage(Section):
+    """The params of one tiny stage (see STAGE_PY)."""
+
+    value: int
+    inputs: list[str] = Field(default_factory=list)
+    sleep: float = 0.0
+    fail: str | None = None
+    fail_once: str | None = None
+    exit_code: int | None = None
+    gate: str | None = None
+    policy: str | None = None
+    mlflow: bool = False
+
+
+class TinyParams(Section):
+    """The tiny pipeline's params.yaml."""
+
+    a: TinyStage
+    b: TinyStage
+    c: TinyStage
+    d: TinyStage
+    orchestration: Orchestration = Orchestration()
+
 
 STAGE_PY = """\
 import contextlib, json, sys, time
@@ -30,6 +64,9 @@ marker = p.get("fail_once")
 if marker and not Path(marker).exists():
     Path(marker).write_text("failed once")
     sys.exit(f"{name}: transient failure (first attempt)")
+if p.get("exit_code"):
+    print(f"{name}: params error: {name}.value is wrong (exit {p['exit_code']})", flush=True)
+    sys.exit(p["exit_code"])
 if p.get("fail"):
     print(f"{name}: working on it", flush=True)
     sys.exit(f"{name}: permanent failure: {p['fail']}")
@@ -77,6 +114,7 @@ def base_params() -> dict[str, Any]:
     }
     params["orchestration"] = {
         "defaults": {"retries": 0, "retry_delay_seconds": 0, "backoff": 1, "timeout_seconds": 120},
+        "stages": {},
         "max_parallel_stages": 2,
         "concurrency_limit": "tiny-workspace",
         "approval_timeout_seconds": 60,

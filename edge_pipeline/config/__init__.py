@@ -83,13 +83,21 @@ def read_yaml(path: Path | None = None) -> dict[str, Any]:
     return raw
 
 
-def load_params(path: Path | None = None, *, raw: dict[str, Any] | None = None) -> Params:
-    """Validate the whole params file (or `raw`); a ConfigError lists every wrong key."""
+def load_params(
+    path: Path | None = None,
+    *,
+    raw: dict[str, Any] | None = None,
+    model: type[Section] = Params,
+) -> Any:
+    """Validate the whole params file (or `raw`); a ConfigError lists every wrong key.
+
+    `model` is the schema of the whole file (another one only for a test pipeline's workspace).
+    """
     raw = read_yaml(path) if raw is None else raw
     try:
-        return Params.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(explain(err, prefix="", model=Params)) from None
+        raise ConfigError(explain(err, prefix="", model=model)) from None
 
 
 def load_section(name: str, path: Path | None = None) -> Any:
@@ -105,7 +113,9 @@ def load_section(name: str, path: Path | None = None) -> Any:
         raise ConfigError(explain(err, prefix=name, model=model)) from None
 
 
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: dict[str, Any], *, model: type[Section] = Params
+) -> dict[str, Any]:
     """`raw` with dotted `overrides` ({'train.epochs': 3}) set, validated against the schema.
 
     Raises ConfigError naming the first unknown or invalid key, before anything runs.
@@ -124,5 +134,5 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
                 raise ConfigError(f"override {dotted}: {part} is not a section")
             node = child
         node[leaf] = value
-    load_params(raw=out)
+    load_params(raw=out, model=model)
     return out

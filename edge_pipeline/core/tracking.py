@@ -4,7 +4,9 @@
   artifacts in `mlartifacts/` at the repository root (both git-ignored, independent of DVC).
 - `PIPELINE_PARENT_RUN_ID` (set by flows/retrain.py) nests stage runs under the flow's run;
   without it (plain `dvc repro`) each stage logs a standalone run.
-- A run that raises, or whose process gets SIGTERM, ends FAILED/KILLED, never stays RUNNING.
+- A run that raises, or whose process gets SIGTERM, ends FAILED/KILLED. A process killed with
+  SIGKILL cannot end its run, so every run is tagged with its `host` and `pid`, and the next flow
+  run marks runs left RUNNING by a dead process KILLED (`kill_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
@@ -40,13 +43,56 @@ def configure() -> Any:
     return mlflow
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists become their string form (MLflow params are strings)."""
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run, for `kill_orphaned_runs`."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _process_alive(pid: int, run_start_ms: int) -> bool:
+    """Whether `pid` is the process that started a run at `run_start_ms` (not a reused pid)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() <= run_start_ms / 1000 + 1
+    except psutil.Error:
+        return False
+
+
+def kill_orphaned_runs() -> list[str]:
+    """Mark RUNNING runs whose process (on this host) is gone KILLED; returns their names."""
+    mlflow = configure()
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    host = socket.gethostname()
+    killed = []
+    for run in client.search_runs(
+        [exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+    ):
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") != host or not pid.isdigit():
+            continue  # another machine's run, or one from before these tags: cannot tell
+        if not _process_alive(int(pid), run.info.start_time):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_name or run.info.run_id)
+    return killed
+
+
+def flatten(
+    d: Mapping[str, Any], prefix: str = "", *, max_items: int | None = None
+) -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params, metrics tables in the Prefect UI.
+
+    A list becomes its string form (MLflow params are strings), or `[N items]` when it has more
+    than `max_items` items.
+    """
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(flatten(v, f"{key}."))
+            out.update(flatten(v, f"{key}.", max_items=max_items))
+        elif isinstance(v, list) and max_items is not None and len(v) > max_items:
+            out[key] = f"[{len(v)} items]"
         else:
             out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
     return out
@@ -89,6 +135,7 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None) -> Iterator[A
     mlflow = configure()
     parent = os.environ.get(PARENT_ENV)
     tags = {"stage": stage, "git_commit": git_commit(), "dvc_deps_hash": deps_hash(stage)}
+    tags.update(process_tags())
     if parent:
         tags["mlflow.parentRunId"] = parent
     run = mlflow.start_run(run_name=stage, tags=tags)

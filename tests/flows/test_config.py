@@ -1,4 +1,4 @@
-"""flows/config.py: the orchestration section of params.yaml."""
+"""The `orchestration` section (edge_pipeline/config/orchestration.py) and flows/config.py."""
 
 from __future__ import annotations
 
@@ -7,52 +7,88 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge_pipeline.config import load_params
+from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import ConfigError
-from flows.config import DEFAULTS, load_orchestration
+from flows.config import SCHEMA_ENV, run_params, schema
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def orchestration(section: dict) -> Orchestration:
+    return load_params(raw={"orchestration": section}).orchestration
+
+
 def test_repository_params_give_io_stages_two_retries_and_training_stages_one():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = load_orchestration(params)
+    _, cfg = run_params(REPO / "params.yaml", {})
     assert cfg.policy("ingest").retries == 2 and cfg.policy("train").retries == 1
     assert cfg.policy("train").timeout_seconds > cfg.policy("ingest").timeout_seconds
-    assert cfg.cron == "0 2 * * *" and cfg.timezone
+    assert cfg.policy("train").backoff == cfg.defaults.backoff  # unset keys from defaults
+    assert cfg.schedule.cron == "0 2 * * *" and cfg.schedule.timezone
     assert cfg.task_runner == "threads" and cfg.dask_address is None
 
 
-def test_defaults_apply_without_a_section():
-    cfg = load_orchestration({})
-    assert cfg.defaults.retries == DEFAULTS["defaults"]["retries"]
-    assert cfg.concurrency_limit == DEFAULTS["concurrency_limit"]
+def test_params_yaml_orchestration_equals_the_schema_defaults():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["orchestration"]
+    assert Orchestration().to_dict() == raw
+
+
+def test_params_yaml_stage_policies_name_dvc_yaml_stages():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    Orchestration().check_stages(stages)
+    with pytest.raises(
+        ConfigError, match=r"stages\.trian: not a dvc.yaml stage; did you mean train"
+    ):
+        orchestration({"stages": {"trian": {"retries": 1}}}).check_stages(stages)
 
 
 def test_backoff_delays_and_foreach_fallback():
-    cfg = load_orchestration({"orchestration": {
+    cfg = orchestration({
         "defaults": {"retries": 3, "retry_delay_seconds": 2, "backoff": 3},
         "stages": {"bench": {"retries": 1}, "bench@onnx": {"timeout_seconds": 5}},
-    }})  # fmt: skip
+    })  # fmt: skip
     assert cfg.policy("ingest").delays() == [2, 6, 18]
     assert cfg.policy("bench@tflite").retries == 1  # group entry, unset keys from defaults
     assert cfg.policy("bench@tflite").retry_delay_seconds == 2
     assert cfg.policy("bench@onnx").timeout_seconds == 5 and cfg.policy("bench@onnx").retries == 3
+    cfg.check_stages(["ingest", "bench@onnx", "bench@tflite"])
 
 
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"defaults": {"retries": -1}}, "retries >= 0"),
-        ({"defaults": {"retry": 1}}, r"unknown key\(s\) \['retry'\]"),
-        ({"stages": {"train": {"timeout_seconds": "soon"}}}, "orchestration.stages.train"),
-        ({"task_runner": "ray"}, "use threads or dask"),
+        ({"defaults": {"retries": -1}}, r"defaults\.retries=-1: Input should be greater than"),
+        ({"defaults": {"retry": 1}}, r"defaults\.retry: not an option; did you mean retries\?"),
+        ({"stages": {"train": {"timeout_seconds": "soon"}}}, r"stages\.train\.timeout_seconds"),
+        ({"task_runner": "ray"}, r"task_runner='ray': Input should be 'threads' or 'dask'"),
+        ({"schedule": {"cron": "every night"}}, r"schedule\.cron='every night': .*five cron"),
+        ({"schedule": {"timezone": "Mars/Olympus"}}, r"timezone='Mars/Olympus': .*IANA"),
+        ({"max_parallel_stages": 0}, r"max_parallel_stages=0"),
+        ({"shedule": {}}, r"orchestration\.shedule: not an option; did you mean schedule\?"),
     ],
 )
 def test_bad_values_name_the_key(section, message):
     with pytest.raises(ConfigError, match=message):
-        load_orchestration({"orchestration": section}, ["ingest", "train"])
+        orchestration(section)
 
 
-def test_stage_names_missing_from_dvc_yaml_are_reported(caplog):
-    load_orchestration({"orchestration": {"stages": {"trian": {"retries": 1}}}}, ["train@a"])
-    assert "orchestration.stages names ['trian'], which dvc.yaml does not have" in caplog.text
+def test_overrides_are_validated_by_the_schema(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"orchestration": {"max_parallel_stages": 3}}))
+    effective, cfg = run_params(path, {"orchestration.max_parallel_stages": 4})
+    assert cfg.max_parallel_stages == 4 and effective["orchestration"]["max_parallel_stages"] == 4
+    assert yaml.safe_load(path.read_text())["orchestration"]["max_parallel_stages"] == 3
+    with pytest.raises(ConfigError, match=r"trian: not an option; did you mean train\?"):
+        run_params(path, {"trian.epochs": 3})
+    with pytest.raises(ConfigError, match="nothing was run"):
+        run_params(path, {"orchestration.max_parallel_stages": "many"})
+
+
+def test_schema_can_be_named_for_another_workspace(monkeypatch):
+    from tests.flows_repo import SCHEMA, TinyParams
+
+    monkeypatch.setenv(SCHEMA_ENV, SCHEMA)
+    assert schema() is TinyParams
+    monkeypatch.setenv(SCHEMA_ENV, "tests.flows_repo:Nope")
+    with pytest.raises(ConfigError, match="use module:Class"):
+        schema()

@@ -9,20 +9,24 @@ from pathlib import Path
 
 import yaml
 
-from flows.deploy import build_deployments, server_healthy
+from edge_pipeline.config import load_params
+from flows.deploy import (
+    build_deployments,
+    committed_orchestration,
+    server_healthy,
+    work_pool_commands,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _params(**orchestration):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["orchestration"] = {**params.get("orchestration", {}), **orchestration}
-    return params
+def _orchestration(**section):
+    return load_params(raw={"orchestration": section}).orchestration
 
 
 def test_nightly_takes_cron_and_timezone_from_params_and_on_demand_has_no_schedule():
     nightly, on_demand = build_deployments(
-        _params(schedule={"cron": "30 3 * * 1-5", "timezone": "Europe/Berlin"})
+        _orchestration(schedule={"cron": "30 3 * * 1-5", "timezone": "Europe/Berlin"})
     )
     assert (nightly.name, on_demand.name) == ("nightly", "on-demand")
     [schedule] = nightly.schedules
@@ -35,18 +39,22 @@ def test_nightly_takes_cron_and_timezone_from_params_and_on_demand_has_no_schedu
         assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
         # the UI's Run form edits these
         props = d._parameter_openapi_schema.properties
-        assert {"overrides", "source", "approval", "workspace"} <= set(props)
+        assert {"overrides", "source", "approval"} == set(props)
+        assert "workspace" not in props  # a run from the UI/API cannot pick another directory
 
 
-def test_prefect_yaml_declares_the_same_deployments_as_params():
+def test_prefect_yaml_declares_the_same_deployments_and_no_second_schedule():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    cfg = yaml.safe_load((REPO / "params.yaml").read_text())["orchestration"]["schedule"]
     deployments = {d["name"]: d for d in spec["deployments"]}
     assert set(deployments) == {"nightly", "on-demand"}
-    assert deployments["nightly"]["schedules"] == [
-        {"cron": cfg["cron"], "timezone": cfg["timezone"]}
-    ]
-    assert deployments["on-demand"]["schedules"] == []
+    # the schedule is stated once, in params.yaml; `make deploy` passes it to `prefect deploy`
+    assert deployments["nightly"]["schedules"] == deployments["on-demand"]["schedules"] == []
+    cfg = committed_orchestration()
+    nightly, on_demand = work_pool_commands(_orchestration(schedule={"cron": "5 4 * * *"}))
+    assert nightly[-6:] == ["--name", "nightly", "--cron", "5 4 * * *", "--timezone", "UTC"]
+    assert on_demand[-2:] == ["--name", "on-demand"] and "--cron" not in on_demand
+    assert cfg.schedule.cron == yaml.safe_load((REPO / "params.yaml").read_text())[
+        "orchestration"]["schedule"]["cron"]  # fmt: skip
     for d in deployments.values():
         assert d["entrypoint"] == "flows/retrain.py:retrain"
         assert d["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}

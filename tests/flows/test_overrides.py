@@ -1,4 +1,8 @@
-"""flows/overrides.py: override validation, params.yaml edits, the workspace snapshot."""
+"""flows/overrides.py: `-S` parsing, params.yaml edits, the workspace snapshot.
+
+Override validation is the schema's (edge_pipeline.config.apply_overrides):
+tests/flows/test_config.py.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,8 @@ import subprocess
 import pytest
 
 from edge_pipeline.core.errors import ConfigError
-from flows.overrides import (
-    WorkspaceSnapshot,
-    param_keys,
-    parse_set_args,
-    validate_overrides,
-    with_overrides,
-    write_overrides,
-)
+from flows.overrides import WorkspaceSnapshot, parse_set_args, write_overrides
 from tests.flows_repo import dvc, make_repo
-
-PARAMS = {"train": {"epochs": 10, "lr": 0.1, "arch": {"width": 8}}, "ingest": {"source": "d"}}
-
-
-def test_param_keys_lists_sections_and_leaves():
-    assert param_keys(PARAMS) == [
-        "train", "train.epochs", "train.lr", "train.arch", "train.arch.width",
-        "ingest", "ingest.source",
-    ]  # fmt: skip
 
 
 def test_set_args_parse_like_dvc_dash_s():
@@ -33,22 +21,6 @@ def test_set_args_parse_like_dvc_dash_s():
     }  # fmt: skip
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
         parse_set_args(["train.epochs"])
-
-
-def test_unknown_keys_are_rejected_with_close_matches():
-    assert validate_overrides({"train.epochs": 1, "train.arch.width": 4}, PARAMS)
-    with pytest.raises(ConfigError) as err:
-        validate_overrides({"train.epoch": 1, "trian.lr": 2, "zzz": 0}, PARAMS)
-    msg = str(err.value)
-    assert "'train.epoch' (did you mean train.epochs" in msg
-    assert "'trian.lr' (did you mean train.lr" in msg
-    assert "'zzz' (no similar key)" in msg and "nothing was run" in msg
-
-
-def test_with_overrides_copies(tmp_path):
-    out = with_overrides(PARAMS, {"train.arch.width": 16, "train.lr": 0.5})
-    assert out["train"] == {"epochs": 10, "lr": 0.5, "arch": {"width": 16}}
-    assert PARAMS["train"]["lr"] == 0.1
 
 
 def test_write_overrides_keeps_comments_and_order(tmp_path):

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from edge_pipeline.core.tracking import flatten
 from flows.dag import Stage
-from flows.publish import artifact_key, asset_key, flat_metrics, report_files, stage_markdown
+from flows.publish import MAX_LIST_ITEMS, artifact_key, asset_key, report_files, stage_markdown
 from flows.scheduler import busy_seconds
 from flows.stages import StageResult
 
@@ -19,10 +20,12 @@ def test_keys_are_valid_for_prefect(tmp_path):
     assert asset_key(root, "data/ingest") == "dvc://my_repo/data/ingest"
 
 
-def test_flat_metrics_summarises_long_lists():
-    assert flat_metrics({"a": {"b": 1, "c": [1, 2]}, "d": list(range(20))}) == {
-        "a.b": 1, "a.c": [1, 2], "d": "[20 items]",
+def test_flatten_summarises_long_lists_for_metrics_tables():
+    metrics = {"a": {"b": 1, "c": [1, 2]}, "d": list(range(20))}
+    assert flatten(metrics, max_items=MAX_LIST_ITEMS) == {
+        "a.b": 1, "a.c": "[1, 2]", "d": "[20 items]",
     }  # fmt: skip
+    assert flatten(metrics)["d"] == str(list(range(20)))  # MLflow params: the string form
 
 
 def test_stage_markdown_has_metrics_table_and_reports(tmp_path):

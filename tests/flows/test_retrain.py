@@ -17,7 +17,8 @@ import psutil
 import pytest
 import yaml
 
-from tests.flows_repo import dvc, make_repo
+from flows.config import SCHEMA_ENV
+from tests.flows_repo import SCHEMA, dvc, make_repo
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +47,7 @@ def tiny(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_store / 'mlruns.db'}")
     monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (mlflow_store / "artifacts").as_uri())
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    monkeypatch.setenv(SCHEMA_ENV, SCHEMA)
 
     def make(**params: dict[str, Any]) -> Path:
         return make_repo(tmp_path / "repo", params)
@@ -54,9 +56,13 @@ def tiny(
 
 
 def retrain(root: Path, **kwargs: Any) -> Any:
+    """Run the flow in `root` (the process's PIPELINE_WORKSPACE: the workspace is no parameter)."""
+    from flows.retrain import WORKSPACE_ENV
     from flows.retrain import retrain as flow
 
-    return flow(workspace=str(root), **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(WORKSPACE_ENV, str(root))
+        return flow(**kwargs)
 
 
 def run_git(root: Path, *args: str) -> str:
@@ -136,9 +142,53 @@ def test_unknown_override_key_is_rejected_before_anything_runs(tiny):
     from edge_pipeline.core.errors import ConfigError
 
     root = tiny()
-    with pytest.raises(ConfigError, match=r"'b\.valeu' \(did you mean b\.value, "):
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"b\.valeu: not an option; did you mean value\?"):
         retrain(root, overrides={"b.valeu": 7})
+    with pytest.raises(ConfigError, match=r"b\.value='x': Input should be a valid integer"):
+        retrain(root, overrides={"b.value": "x"})
+    assert time.monotonic() - start < 20
     assert not (root / "out").exists() and not (root / "dvc.lock").exists()
+
+
+def test_misspelt_key_in_params_yaml_fails_the_run_before_any_stage(tiny):
+    from edge_pipeline.core.errors import ConfigError
+
+    root = tiny(orchestration={"defaults": {"retries": 2, "retry_dealy_seconds": 1}})
+    with pytest.raises(ConfigError, match=r"defaults\.retry_dealy_seconds: not an option; "
+                       r"did you mean retry_delay_seconds\?"):  # fmt: skip
+        retrain(root)
+    root = make_repo(root.parent / "repo2", {"orchestration": {"stages": {"bb": {"retries": 1}}}})
+    with pytest.raises(ConfigError, match=r"orchestration\.stages\.bb: not a dvc.yaml stage; "
+                       r"did you mean b\?"):  # fmt: skip
+        retrain(root)
+    assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("code", [78, 65])
+def test_stage_exiting_on_bad_params_or_input_fails_at_once_without_retry(tiny, code):
+    root = tiny(
+        b={"exit_code": code},
+        orchestration={"defaults": {"retries": 3, "retry_delay_seconds": 30, "backoff": 1,
+                                    "timeout_seconds": 120}},
+    )  # fmt: skip
+    start = time.monotonic()
+    state = retrain(root, return_state=True)
+    elapsed = time.monotonic() - start
+
+    assert state.is_failed()
+    what = "params" if code == 78 else "input"
+    assert f"stage 'b' failed on bad {what} (exit {code}, no retry)" in state.message
+    assert "b: params error: b.value is wrong" in state.message  # the stage's own message
+    assert elapsed < 30, f"took {elapsed:.0f} s: was it retried?"  # one retry would wait 30 s
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=this_run)
+    [b] = [t for t in tasks if t.name == "b"]
+    assert b.run_count == 1 and b.state.is_failed()
 
 
 def test_overrides_are_recorded_as_a_dvc_experiment_and_committed_params_stay(tiny):
@@ -260,16 +310,18 @@ def test_sigterm_kills_stage_processes_and_ends_mlflow_runs_killed(tiny):
 def test_dask_task_runner_runs_the_stages_on_a_local_cluster(tiny):
     from prefect_dask import DaskTaskRunner
 
-    from flows.config import load_orchestration
+    from flows.config import run_params
     from flows.retrain import build_flow
 
     root = tiny(orchestration={"task_runner": "dask"})
-    cfg = load_orchestration(yaml.safe_load((root / "params.yaml").read_text()))
+    _, cfg = run_params(root / "params.yaml", {})
     flow = build_flow(cfg)
     assert isinstance(flow.task_runner, DaskTaskRunner)
     assert flow.task_runner.cluster_kwargs == {"n_workers": 2, "threads_per_worker": 1}
 
-    out = flow(workspace=str(root))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_WORKSPACE", str(root))
+        out = flow()
     assert [s["status"] for s in out["stages"]] == ["ran"] * 4
     # every task ran in a Dask worker process, none in this (the flow's) process
     assert all(int(s["worker"].rsplit("/", 1)[1]) != os.getpid() for s in out["stages"])

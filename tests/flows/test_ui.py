@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from flows.deploy import start_server
-from tests.flows_repo import dvc, make_repo
+from tests.flows_repo import SCHEMA, dvc, make_repo
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,11 @@ CHROMIUM_ARGS = [
 INSTALL_HINT = "run `make browser` (apt-get install -y --no-install-recommends chromium)"
 OVERRIDE = {"b.value": 20}  # the tiny pipeline's stage b; the committed value is 2
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-PARAMETERS = {"overrides", "source", "approval", "workspace"}  # the retrain flow's
+PARAMETERS = {
+    "overrides",
+    "source",
+    "approval",
+}  # the retrain flow's (no workspace: never a parameter)
 
 
 @dataclass
@@ -140,6 +144,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
         "PREFECT_HOME": str(home),
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # pick the run up sooner than the default 10 s
         "PYTHONPATH": str(REPO),
+        "PIPELINE_PARAMS_SCHEMA": SCHEMA,  # the tiny pipeline's params schema
     }
     try:
         with open(serve_log, "wb") as log:
@@ -179,12 +184,9 @@ def test_on_demand_run_from_the_ui_form_applies_the_override(
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").click()
             page.get_by_text("Validate parameters").wait_for()
-            # the workspace parameter comes pre-filled (the deployment's default)
-            expect(parameter(page, "workspace")).to_have_value(str(served.workspace))
             # `overrides` is a plain mapping, so the form shows a JSON editor for it (holding {})
             parameter(page, "overrides").fill(json.dumps(OVERRIDE))
             expect(parameter(page, "overrides")).to_have_value(json.dumps(OVERRIDE))
-            expect(parameter(page, "workspace")).to_have_value(str(served.workspace))
             page.get_by_role("button", name="Submit").click()
             # a created run takes the UI back to the deployment's page
             expect(page).not_to_have_url(re.compile(r"/run(\?|$)"), timeout=120_000)
@@ -205,7 +207,7 @@ def test_on_demand_run_from_the_ui_form_applies_the_override(
             browser.close()
 
     assert run["parameters"]["overrides"] == OVERRIDE
-    assert run["parameters"]["workspace"] == str(served.workspace)
+    assert "workspace" not in run["parameters"]
     # the run was recorded as a DVC experiment named after it, with the override in its params
     # and in what its stages produced ...
     from flows.retrain import experiment_name
