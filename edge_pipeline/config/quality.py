@@ -210,9 +210,24 @@ class KnnOptions(Section):
     weights: Literal["uniform", "distance"] = "distance"
 
 
+class ConvKmeansOptions(Section):
+    """Label-free conv features (k-means filters on whitened patches) + logistic regression."""
+
+    filters: int = Field(128, ge=2)  # k-means filters of the one conv layer
+    patch: int = Field(5, ge=2)  # filter side, pixels (lowered to the image side)
+    pool: int = Field(3, ge=1)  # pool x pool grid of summed activations: filters * pool^2 features
+    max_side: int = Field(32, ge=8)  # larger images are shrunk (box filter) to this side first
+    sample_patches: int = Field(40000, ge=100)  # random patches the filters are learnt from
+    kmeans_iters: int = Field(10, ge=1)  # spherical k-means iterations
+    whiten_eps: float = Field(0.1, gt=0)  # ZCA whitening regulariser
+    C: float = Field(0.01, gt=0)  # inverse regularisation of the logistic regression on top
+    max_iter: int = Field(1000, ge=1)  # of that logistic regression
+
+
 class CleanModels(Section):
     """Settings of each `clean.model` (only the chosen one's are used)."""
 
+    conv_kmeans: ConvKmeansOptions = ConvKmeansOptions()
     logistic_regression: LogisticRegressionOptions = LogisticRegressionOptions()
     random_forest: RandomForestOptions = RandomForestOptions()
     hist_gradient_boosting: HistGradientBoostingOptions = HistGradientBoostingOptions()
@@ -220,15 +235,20 @@ class CleanModels(Section):
 
 
 class Clean(Section):
-    """Confident learning (cleanlab) on out-of-fold probabilities (tasks/clean.py)."""
+    """Confident learning on out-of-fold probabilities (tasks/clean.py, docs/clean.md)."""
 
-    # drop | relabel (to the predicted label) | flag (keep, report only)
+    # applied to CONFIRMED issues only (others are flagged for review): drop | relabel (to the
+    # annotators' CROWDLAB consensus) | flag (keep, report only)
     policy: Literal["drop", "relabel", "flag"] = "drop"
-    model: Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "knn"] = (
-        "logistic_regression"
-    )
+    # annotators_and_model: confirmed = CROWDLAB's consensus is another annotator's label AND the
+    # out-of-fold model prefers it (no annotators: nothing is confirmed) | model: every issue
+    confirm: Literal["annotators_and_model", "model"] = "annotators_and_model"
+    # conv_kmeans (label-free conv features + logistic regression) | the pixel models
+    model: Literal[
+        "conv_kmeans", "logistic_regression", "random_forest", "hist_gradient_boosting", "knn"
+    ] = "conv_kmeans"
     models: CleanModels = CleanModels()
-    # PCA before the model when images have more pixels; null = none
+    # PCA before a pixel model when images have more pixels; null = none
     pca_components: int | None = Field(64, ge=1)
     folds: int = Field(5, ge=2)  # stratified K-fold; lowered (with a warning) to the smallest class
     # cleanlab find_label_issues filter_by

@@ -74,9 +74,10 @@ def test_label_counts(result: pd.DataFrame, queued: int) -> dict[str, int]:
 
 
 def capped_count(result: pd.DataFrame) -> int:
-    """Issues left flagged by the per-class guards (not the protected test or reviewed ones)."""
+    """Confirmed issues left flagged by the per-class guards (not the protected test or reviewed
+    ones, which are never confirmed)."""
     free = (result["split"] != "test") & ~result["reviewed"]
-    return int(((result["action"] == "flagged") & free).sum())
+    return int(((result["action"] == "flagged") & result["confirmed"] & free).sum())
 
 
 def score_issues(
@@ -106,8 +107,9 @@ def score_issues(
 
 
 def evaluate(result: pd.DataFrame, classes: list[str]) -> dict[str, Any] | None:
-    """`score_issues` over the rows with a known `true_label`, plus label accuracy before and
-    after the policy (kept rows); None when no true label is known (user data)."""
+    """`score_issues` of the flagged issues over the rows with a known `true_label`, the same for
+    what the policy dropped or relabelled (`acted`), and label accuracy before and after the
+    policy (kept rows); None when no true label is known (user data)."""
     known = result[result["true_label"].isin(classes)]
     if known.empty:
         return None
@@ -115,6 +117,15 @@ def evaluate(result: pd.DataFrame, classes: list[str]) -> dict[str, Any] | None:
         known["is_issue"].to_numpy(), known["given_label"].to_numpy(),
         known["true_label"].to_numpy(), known["suggested_label"].to_numpy(),
     )  # fmt: skip
+    acted = known["action"].isin(["dropped", "relabeled"]).to_numpy()
+    act = score_issues(
+        acted, known["given_label"].to_numpy(), known["true_label"].to_numpy(),
+        known["target_label"].to_numpy(),
+    )  # fmt: skip
+    score["acted"] = {
+        "n": int(acted.sum()), "precision": act["precision"], "recall": act["recall"],
+        "relabel_accuracy": act["suggested_label_accuracy"],
+    }  # fmt: skip
     kept = known[known["action"] != "dropped"]
     before = accuracy_score(known["true_label"], known["given_label"])
     score["label_accuracy_before"] = round(float(before), 4)
@@ -144,10 +155,12 @@ def report_markdown(
         "",
         f"- {metrics['n_issues']} of {metrics['n_examples']} labels look wrong "
         f"(cleanlab `{metrics['filter_by']}` on out-of-fold probabilities of `{metrics['model']}`, "
-        f"{metrics['folds_used']} folds, out-of-fold accuracy {metrics['oof_accuracy']:.3f}).",
-        f"- Policy `{metrics['policy']}`: "
+        f"{metrics['folds_used']} folds, out-of-fold accuracy {metrics['oof_accuracy']:.3f}); "
+        f"{metrics['n_confirmed']} confirmed (`confirm: {metrics['confirm']}`), the rest flagged "
+        "for review.",
+        f"- Policy `{metrics['policy']}` on the confirmed: "
         + ", ".join(f"{metrics['actions'][a]} {a}" for a in ACTIONS)
-        + f"; {metrics['capped']} issues left as flagged by the per-class guards.",
+        + f"; {metrics['capped']} confirmed issues left as flagged by the per-class guards.",
         "- Test split (never trimmed): {n} images, {reviewed} reviewed and {unreviewed} unreviewed "
         "labels; {suspected_queued} suspected label errors queued for review "
         "(relabel_queue.json).".format(**metrics["test_labels"]),
@@ -160,11 +173,17 @@ def report_markdown(
             f"{metrics['label_accuracy_before']:.3f} before, {metrics['label_accuracy_after']:.3f} "
             "after the policy (kept rows)."
         )
+        acted = metrics["acted"]
+        if acted["n"]:
+            lines.append(
+                f"- Of the {acted['n']} dropped/relabelled: precision {acted['precision']:.3f}, "
+                f"recall {acted['recall']:.3f} of the real errors."
+            )
     lines += [f"- Warning: {n}" for n in notes]
     lines += ["", "## Per class (given label)", "", _md(table)]
     issues = result[result["is_issue"]].sort_values("label_quality").head(20).copy()
     issues["label_quality"] = issues["label_quality"].map("{:.4f}".format)
-    cols = ["id", "given_label", "suggested_label", "label_quality", "action"]
+    cols = ["id", "given_label", "suggested_label", "target_label", "label_quality", "action"]
     lines += ["", "## Most suspicious labels (full list: label_issues.csv)", "", _md(issues[cols])]
     return "\n".join(lines) + "\n"
 
@@ -189,8 +208,9 @@ def write_outputs(
     """Write data/clean, reports/clean, metrics/clean.json and plots/clean; return the metrics.
 
     Args:
-        result: one row per example with LABEL_COLUMNS plus `suggested_label`, `true_label`
-            ('' when unknown) and `path`, labels as class names.
+        result: one row per example with LABEL_COLUMNS plus `confirmed`, `suggested_label`,
+            `target_label` (relabel target), `true_label` ('' when unknown) and `path`, labels
+            as class names.
         label_studio: `params.yaml[agreement.label_studio]` for the test review queue's tasks.
     """
     paths = stage_paths(STAGE)
@@ -201,6 +221,7 @@ def write_outputs(
     metrics: dict[str, Any] = {
         "n_examples": len(result),
         "n_issues": int(result["is_issue"].sum()),
+        "n_confirmed": int(result["confirmed"].sum()),
         "issue_rate": round(float(result["is_issue"].mean()), 4) if len(result) else 0.0,
         **settings,
         "actions": {a: int(n) for a, n in actions.items()},
@@ -216,7 +237,10 @@ def write_outputs(
     with atomic_path(paths.reports) as out:
         out.mkdir()
         issues = result[result["is_issue"]].sort_values("label_quality", kind="stable")
-        cols = ["id", "given_label", "suggested_label", "label_quality", "action", "true_label"]
+        cols = [
+            "id", "given_label", "suggested_label", "confirmed", "target_label", "label_quality",
+            "action", "true_label",
+        ]  # fmt: skip
         issues[cols].to_csv(out / LABEL_ISSUES, index=False)
         (out / "report.md").write_text(report_markdown(result, table, metrics, notes))
         queue.to_csv(out / RELABEL_QUEUE_CSV, index=False)

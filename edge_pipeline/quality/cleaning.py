@@ -1,20 +1,25 @@
-"""Confident learning for the clean stage: out-of-fold probabilities, cleanlab issues, policy.
+"""Confident learning for the clean stage: out-of-fold probabilities, cleanlab issues, the
+annotators' evidence, policy.
 
-Out-of-fold predicted probabilities come from a fast sklearn classifier under stratified K-fold
-(`cross_val_predict(method="predict_proba")`); cleanlab's `find_label_issues` turns them into a
-boolean issue mask and `get_label_quality_scores` ranks them. Guards keep the policy from gutting a
-class: at most `max_fraction` of a class is dropped/relabelled (the most suspicious first) and no
-class goes below `min_per_class`; the issues over the cap stay as `flagged`. Protected examples
-(the test split, and labels a reviewer settled) are never dropped or relabelled: their issues stay
-`flagged` (the clean stage queues the test ones for review).
-Shapes: N examples, K classes, D = H*W*C features.
+Out-of-fold predicted probabilities come from `clean.model` under stratified K-fold
+(`cross_val_predict(method="predict_proba")`): by default a logistic regression on label-free conv
+features (image_features.py), or a fast pixel model. cleanlab's `find_label_issues` turns them into
+the SUSPECTED issues, which are flagged for review. The policy (drop or relabel) touches only
+CONFIRMED issues: with `confirm: annotators_and_model` the labels that the annotators' CROWDLAB
+consensus rejects for a label the model also prefers (the rule: annotator_evidence.py), with
+`confirm: model` every cleanlab issue; never a `protected` image (the test split, and labels a
+reviewer settled: their issues stay `flagged`, and the stage queues the test ones for review).
+Guards keep the policy
+from gutting a class: at most `max_fraction` of a class is dropped/relabelled (the most suspicious
+first) and no class goes below `min_per_class`; confirmed issues over the cap stay `flagged`.
+Shapes: N examples, K classes, A annotators, images H x W x C, D features.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from cleanlab.filter import find_label_issues
@@ -26,66 +31,136 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from edge_pipeline.config.quality import Clean
+from edge_pipeline.quality.annotator_evidence import Evidence, crowdlab
+from edge_pipeline.quality.image_features import embed
 
 
 @dataclass(frozen=True)
 class Cleaned:
     """What `clean_labels` found and did, per example (N,) unless said otherwise."""
 
-    labels: np.ndarray  # int, after the policy (the suggested label where relabelled)
+    labels: np.ndarray  # int, after the policy (the target label where relabelled)
     actions: np.ndarray  # str: kept, flagged, dropped, relabeled
-    is_issue: np.ndarray  # bool
+    is_issue: np.ndarray  # bool: suspected (cleanlab's issues, plus the confirmed ones)
+    confirmed: np.ndarray  # bool: issues the policy may act on (see `Clean.confirm`)
     quality: np.ndarray  # float in [0, 1], lower = more likely mislabelled
     suggested: np.ndarray  # int, argmax of the out-of-fold probabilities
+    target: np.ndarray  # int, the label a confirmed issue is relabelled to (else the given one)
     folds_used: int  # 0 when fewer than 2 classes were present
-    seconds: float  # time of the out-of-fold fit and cleanlab
-    notes: list[str]  # warnings (folds lowered, single-example classes)
+    seconds: float  # time of the features, the out-of-fold fit, cleanlab and CROWDLAB
+    notes: list[str]  # warnings (folds lowered, single-example classes, no annotator evidence)
+    annotator_quality: dict[str, float] = field(default_factory=dict)  # CROWDLAB, per annotator
 
 
 def clean_labels(
-    x: np.ndarray,
+    images: np.ndarray,
     given: np.ndarray,
     *,
     p: Clean,
     classes: list[str],
+    ratings: np.ndarray | None = None,
+    annotators: list[str] | None = None,
     protected: np.ndarray | None = None,
 ) -> Cleaned:
-    """Find label issues in int (N,) `given` labels (indices into the K `classes`) of float (N, D)
-    features `x`, and apply `p.policy` within the guards, never to bool (N,) `protected` examples.
-    Works on the classes present only: cleanlab needs an example of every probability column."""
+    """Find label issues in int (N,) `given` labels (indices into the K `classes`) of uint8
+    (N, H, W, C) `images`, confirm them and apply `p.policy` within the guards.
+
+    Args:
+        ratings: float (N, A) per-annotator class indices into `classes` (NaN = not rated), for
+            `confirm: annotators_and_model`; None = no annotators (nothing is confirmed).
+        annotators: the A annotator names.
+        protected: bool (N,) images the policy never drops or relabels (the test split, reviewed
+            labels); their issues stay flagged and they are never `confirmed`.
+
+    Works on the classes present only: cleanlab needs an example of every probability column.
+    """
     present, codes = np.unique(given, return_inverse=True)
     start = time.perf_counter()
+    n = len(codes)
+    target, quality_of, notes = given.copy(), {}, []
     if len(present) < 2:
-        notes = ["fewer than 2 classes: no label issues can be found"]
-        probs, folds_used = np.ones((len(codes), 1)), 0
-        is_issue, quality = np.zeros(len(codes), bool), np.ones(len(codes))
+        notes.append("fewer than 2 classes: no label issues can be found")
+        probs, folds_used = np.ones((n, 1)), 0
+        is_issue, quality = np.zeros(n, bool), np.ones(n)
+        confirmed = is_issue
     else:
         names = [classes[k] for k in present]
-        probs, folds_used, notes = out_of_fold_probs(x, codes, p=p, names=names)
+        probs, folds_used, notes = out_of_fold_probs(features(images, p=p), codes, p=p, names=names)
         is_issue, quality = find_issues(codes, probs, p=p)
+        if p.confirm == "model":
+            confirmed, target = is_issue, present[probs.argmax(axis=1)]
+        else:
+            evidence, why = _annotator_evidence(ratings, codes, probs, present, annotators)
+            if evidence is None:
+                confirmed = np.zeros(n, bool)
+                notes.append(why)
+            else:
+                rows = np.arange(n)
+                prefers = probs[rows, evidence.consensus] > probs[rows, codes]
+                confirmed = evidence.dissent & prefers
+                is_issue = is_issue | confirmed
+                target = np.where(confirmed, present[evidence.consensus], given)
+                quality_of = evidence.annotator_quality
+    if protected is not None:
+        confirmed = confirmed & ~protected
     seconds = time.perf_counter() - start
-    suggested = present[probs.argmax(axis=1)]
     labels, actions = apply_policy(
-        given, suggested, is_issue, quality,
+        given, target, is_issue, quality, confirmed=confirmed, protected=protected,
         policy=p.policy, max_fraction=p.max_fraction, min_per_class=p.min_per_class,
-        protected=protected,
     )  # fmt: skip
-    return Cleaned(labels, actions, is_issue, quality, suggested, folds_used, seconds, notes)
+    suggested = present[probs.argmax(axis=1)]
+    return Cleaned(
+        labels, actions, is_issue, confirmed, quality, suggested, target, folds_used, seconds,
+        notes, quality_of,
+    )  # fmt: skip
+
+
+def _annotator_evidence(
+    ratings: np.ndarray | None,
+    codes: np.ndarray,
+    probs: np.ndarray,
+    present: np.ndarray,
+    names: list[str] | None,
+) -> tuple[Evidence | None, str | None]:
+    """CROWDLAB evidence on the K present classes (`codes` index `present`), or (None, why)."""
+    if ratings is None:
+        return None, "no annotator ratings: issues are only flagged"
+    # Ratings of classes absent from the given labels have no probability column: ignored.
+    lookup = np.full(int(max(present.max(), np.nanmax(ratings, initial=0))) + 1, np.nan)
+    lookup[present] = np.arange(len(present))
+    rated = ~np.isnan(ratings)
+    recoded = np.full(ratings.shape, np.nan)
+    recoded[rated] = lookup[ratings[rated].astype(int)]
+    names = names or [str(a) for a in range(ratings.shape[1])]
+    return crowdlab(recoded, codes, probs, names=names)
+
+
+def features(images: np.ndarray, *, p: Clean) -> np.ndarray:
+    """float (N, D) model inputs of uint8 (N, H, W, C) images: label-free conv embeddings for
+    `conv_kmeans`, else the flattened pixels scaled to [0, 1]."""
+    if p.model == "conv_kmeans":
+        return embed(images, o=p.models.conv_kmeans, seed=p.seed)
+    return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0
 
 
 def make_classifier(p: Clean, *, n_features: int, n_train: int) -> BaseEstimator:
-    """The fast probabilistic classifier `p.model` (settings `p.models`) on pixels in [0, 1].
+    """The probabilistic classifier `p.model` (settings `p.models`) on `features`.
 
-    PCA to `p.pca_components` (when the images have more features than that) keeps the fit
-    fast on large images; `n_train` (the smallest training fold) bounds the components.
+    `conv_kmeans`: standardised embeddings -> logistic regression. The pixel models: PCA to
+    `p.pca_components` (when the images have more features than that) keeps the fit fast on large
+    images; `n_train` (the smallest training fold) bounds the components.
     """
+    m = p.models
+    if p.model == "conv_kmeans":
+        lr = LogisticRegression(C=m.conv_kmeans.C, max_iter=m.conv_kmeans.max_iter)
+        return make_pipeline(StandardScaler(), lr)
     steps: list[BaseEstimator] = []
     if p.pca_components and n_features > p.pca_components:
         n = max(1, min(p.pca_components, n_train - 1))
         steps.append(PCA(n_components=n, svd_solver="randomized", random_state=p.seed))
-    m = p.models
     if p.model == "logistic_regression":
         # No standardisation: pixels share one [0, 1] scale, and scaling up faint pixels or
         # minor PCA components overfits (F1 0.60-0.77 vs 0.90 on noisy digits).
@@ -176,46 +251,50 @@ def find_issues(
 
 def apply_policy(
     labels: np.ndarray,
-    suggested: np.ndarray,
+    target: np.ndarray,
     is_issue: np.ndarray,
     quality: np.ndarray,
     *,
+    confirmed: np.ndarray | None = None,
+    protected: np.ndarray | None = None,
     policy: str,
     max_fraction: float,
     min_per_class: int,
-    protected: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply `policy` to the issues, within the per-class guards, never to `protected` ones.
+    """Apply `policy` to the confirmed issues, within the per-class guards, never to `protected`
+    ones; flag the others.
 
     For `drop` and `relabel`, each class k (by given label, n_k examples) loses at most
     min(floor(max_fraction * n_k), n_k - min_per_class) examples, the lowest `quality` first;
-    issues over that cap, and an issue whose suggested label equals its given one under
-    `relabel`, keep their label as `flagged`.
+    confirmed issues over that cap, and one whose target equals its given label under `relabel`,
+    keep their label as `flagged`, as do all suspected (`is_issue`) but unconfirmed ones.
 
     Args:
-        labels, suggested: int (N,) given and suggested (argmax of pred_probs) labels.
-        is_issue: bool (N,); quality: float (N,).
+        labels, target: int (N,) given labels and the labels to relabel to.
+        is_issue: bool (N,) suspected; quality: float (N,).
+        confirmed: bool (N,) the issues the policy may act on (default: every issue).
         protected: bool (N,) examples whose label the policy must not touch (None: none).
 
     Returns:
-        new_labels: int (N,) labels after the policy (the suggested label where relabelled).
+        new_labels: int (N,) labels after the policy (the target label where relabelled).
         actions: str (N,) one of kept, flagged, dropped, relabeled.
     """
-    actions = np.where(is_issue, "flagged", "kept").astype(object)
+    confirmed = is_issue if confirmed is None else confirmed
+    actions = np.where(is_issue | confirmed, "flagged", "kept").astype(object)
     new_labels = labels.copy()
     if policy == "flag":
         return new_labels, actions
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)
-        candidates = members[is_issue[members]]
+        candidates = members[confirmed[members]]
         if protected is not None:
             candidates = candidates[~protected[candidates]]
         if policy == "relabel":
-            candidates = candidates[suggested[candidates] != k]
+            candidates = candidates[target[candidates] != k]
         # 1e-9: 0.2 * 10 must give 2, not 1.9999.
         cap = min(int(max_fraction * len(members) + 1e-9), max(0, len(members) - min_per_class))
         chosen = candidates[np.argsort(quality[candidates], kind="stable")[:cap]]
         actions[chosen] = "dropped" if policy == "drop" else "relabeled"
         if policy == "relabel":
-            new_labels[chosen] = suggested[chosen]
+            new_labels[chosen] = target[chosen]
     return new_labels, actions

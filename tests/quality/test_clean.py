@@ -1,4 +1,7 @@
-"""clean: cleanlab finds injected noise; the policies and per-class guards do what they say."""
+"""clean: cleanlab finds injected noise; the policies and per-class guards do what they say.
+
+The image model, the annotators' evidence and the confirm rule: test_clean_evidence.py.
+"""
 
 from __future__ import annotations
 
@@ -147,15 +150,22 @@ def test_score_issues_uses_real_errors() -> None:
 
 
 def write_agreement(root: Path, noisy_every: int = 8) -> pd.DataFrame:
-    """data/agreement/labels.csv from the manifest, every `noisy_every`-th label shifted by one."""
+    """data/agreement/labels.csv from the manifest, every `noisy_every`-th label shifted by one,
+    and data/ingest/annotations.csv: annotators a and b give the consensus, c the true label."""
     manifest = pd.read_csv(root / "data/ingest/manifest.csv", dtype=str)
-    labels = manifest["true_label"].astype(int).to_numpy().copy()
+    true = manifest["true_label"].astype(int).to_numpy()
+    labels = true.copy()
     labels[::noisy_every] = (labels[::noisy_every] + 1) % 3
     table = pd.DataFrame(
-        {"id": manifest["id"], "label": labels.astype(str), "n_ratings": 3, "support": 1.0}
+        {"id": manifest["id"], "label": labels.astype(str), "n_ratings": 3, "support": 0.6667}
     )
     (root / "data/agreement").mkdir(parents=True, exist_ok=True)
     table.to_csv(root / "data/agreement/labels.csv", index=False)
+    ratings = [
+        pd.DataFrame({"id": manifest["id"], "annotator": name, "label": given.astype(str)})
+        for name, given in [("a", labels), ("b", labels), ("c", true)]
+    ]
+    pd.concat(ratings).to_csv(root / "data/ingest/annotations.csv", index=False)
     return table
 
 
@@ -179,6 +189,11 @@ def test_main_writes_the_contract(prepared_workspace, policy: str) -> None:
             assert counts[acted] <= int(0.2 * counts["examples"]), name
     changed = labels["label"] != labels["given_label"]
     assert (changed == (labels["action"] == "relabeled")).all()
+    if policy != "flag":  # only what the annotators' consensus also rejects, and mostly right
+        assert metrics["n_confirmed"] <= metrics["n_issues"]
+        assert metrics["acted"]["precision"] >= 0.9, metrics["acted"]
+    if policy == "relabel":  # to the annotator c's (true) label
+        assert metrics["acted"]["relabel_accuracy"] == 1.0
 
     # The test split is never trimmed: its suspects go to a review queue (a Label Studio import).
     split = pd.read_csv("data/split/split.csv", dtype=str).set_index("id")["split"]
@@ -197,7 +212,9 @@ def test_main_writes_the_contract(prepared_workspace, policy: str) -> None:
     }  # fmt: skip
 
     issues = pd.read_csv("reports/clean/label_issues.csv")
-    assert len(issues) == metrics["n_issues"]
+    assert (
+        len(issues) == metrics["n_issues"] and issues["confirmed"].sum() == metrics["n_confirmed"]
+    )
     assert issues["label_quality"].is_monotonic_increasing
     assert "F1" in Path("reports/clean/report.md").read_text()
     counts = pd.read_csv("plots/clean/issues_per_class.csv")
@@ -224,5 +241,8 @@ def test_model_settings_come_from_the_schema() -> None:
     p = Clean(model="knn", models={"knn": {"n_neighbors": 3, "weights": "uniform"}})
     knn = cleaning.make_classifier(p, n_features=16, n_train=50).steps[-1][1]
     assert (knn.n_neighbors, knn.weights) == (3, "uniform")
-    lr = cleaning.make_classifier(Clean(), n_features=16, n_train=50).steps[-1][1]
+    pixel = Clean(model="logistic_regression")
+    lr = cleaning.make_classifier(pixel, n_features=16, n_train=50).steps[-1][1]
     assert (lr.C, lr.max_iter) == (1.0, 500)  # params.yaml clean.models.logistic_regression
+    lr = cleaning.make_classifier(Clean(), n_features=16, n_train=50).steps[-1][1]
+    assert (lr.C, lr.max_iter) == (0.01, 1000)  # params.yaml clean.models.conv_kmeans
