@@ -54,6 +54,8 @@ def _prune_report() -> dict[str, Any]:
 def plots_workspace(tmp_path: Path) -> Path:
     from dvc.repo import Repo
 
+    from edge_pipeline.artifacts.run_history import append_tonight
+    from edge_pipeline.artifacts.run_summary import build
     from edge_pipeline.compression.prune_outputs import write_prune_plots
     from edge_pipeline.edge.benchmark_plots import write_plots
 
@@ -65,6 +67,8 @@ def plots_workspace(tmp_path: Path) -> Path:
     (tmp_path / "plots/prune").mkdir()
     write_prune_plots(_prune_report(), tmp_path / "plots/prune")
     write_plots(*_benchmark_inputs(), tmp_path / "plots/benchmark")
+    shutil.copytree(REPO / "metrics", tmp_path / "metrics")
+    append_tonight(tmp_path, build(tmp_path))  # plots/history/nights.{csv,png}
     Repo.init(str(tmp_path), no_scm=True).close()
     return tmp_path
 
@@ -112,6 +116,8 @@ def test_every_declared_plot_has_x_and_y_fields_present_in_its_data(plots_worksp
         "plots/prune/sparsity.csv", "plots/prune/channels.csv",
         "plots/ingest/class_distribution.csv", "plots/split/train.csv",
         "plots/train/history.csv", "plots/distill/history_student.csv",
+        "Nightly history, accuracy and kappa per night",
+        "Nightly history, p95 latency of the chosen model per night",
     }  # fmt: skip
     assert want <= set(specs)
     for name, spec in specs.items():
