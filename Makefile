@@ -29,14 +29,14 @@ browser: ## Install Debian's chromium for the Prefect UI test (apt-get; needs ro
 	@command -v chromium >/dev/null || (apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
-demo: setup ## Set up, then run the retrain flow (every dvc.yaml stage) on the embedded demo data
+demo: setup ## Set up, run the retrain flow (every stage) on the demo data, print the run summary
 	$(BIN)/python -m flows.retrain
-	dvc metrics show
+	$(BIN)/python -m edge_pipeline.artifacts.run_summary
 
 night: setup ## Play the next demo night (demo.night + 1: new images, ratings, reviews), run the flow
 	$(BIN)/python -m edge_pipeline.quality.demo_nights
 	$(BIN)/python -m flows.retrain
-	dvc metrics show
+	$(BIN)/python -m edge_pipeline.artifacts.run_summary
 
 test: setup browser ## Set up, then run all tests (slow end-to-end ones included)
 	EDGE_TEST_SIDE=torch $(BIN)/python -m pytest

@@ -8,7 +8,8 @@ survived (within `qat.sparsity_tolerance`), and the test accuracy, against three
 
 Method: edge_pipeline/compression/quantization.py (tflite.py); outputs: qat_outputs.py.
 Writes data/qat/{student_pqat_int8, student_fp32, student_ptq_int8, pruned_fp32}.tflite,
-data/qat/models.json and metrics/qat.json.
+data/qat/models.json and metrics/qat.json; its MLflow run holds the metrics and the model files
+(compression/run_logging.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     from edge_pipeline.compression import qat_outputs as out
     from edge_pipeline.compression.model_facts import calibration_sample, load_keras
     from edge_pipeline.compression.quantization import check_int8, qat_int8
+    from edge_pipeline.compression.run_logging import log_model_outputs
     from edge_pipeline.core.tracking import stage_run
 
     student = load_keras(stage_paths("distill").data / STUDENT)
@@ -64,11 +66,10 @@ def main() -> None:
         metrics = out.qat_metrics(
             figures, report, check, int8_vs_keras=parity, seconds=time.perf_counter() - start
         )
-        write_json(paths.data / MODELS, [entry for _, entry in models.values()])
+        entries = [entry for _, entry in models.values()]
+        write_json(paths.data / MODELS, entries)
         write_json(paths.metrics, metrics)
-        mlflow.log_metrics({
-            f"{k}.{m}": float(v) for k, f in figures.items() for m, v in f.items()
-        })  # fmt: skip
+        log_model_outputs(mlflow, paths.data, entries, metrics)
     log.info(
         "INT8 %s: %d bytes, accuracy %.4f (FP32 student %.4f, PTQ INT8 %.4f), sparsity %.1f%%",
         report["method"], figures[out.INT8]["bytes"], figures[out.INT8]["accuracy"],

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,24 @@ def deps_hash(stage: str, lock_path: Path = Path("dvc.lock")) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+_last_end_ms = 0  # end of the previous stage run in this process (tests run several)
+
+
+def stage_start_ms() -> int:
+    """When the stage began, in ms since the epoch: its process's start (the DVC stage command),
+    so a run covers imports, data loading and outputs, not only the block inside `stage_run`
+    (runs opened at the end of a stage showed 298 ms for a 199 s stage); a later run in the
+    same process starts where the previous one ended."""
+    import psutil
+
+    return max(int(1000 * psutil.Process().create_time()), _last_end_ms)
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
     """Start the stage's MLflow run (nested under PIPELINE_PARENT_RUN_ID if set) and yield mlflow.
+
+    The run's start time is `stage_start_ms()`, its end time the end of the block.
 
     Logs the flattened params and the tags stage / git_commit / dvc_deps_hash. The run ends
     FINISHED on success, FAILED on an exception and KILLED on SIGTERM.
@@ -138,7 +154,13 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None) -> Iterator[A
     tags.update(process_tags())
     if parent:
         tags["mlflow.parentRunId"] = parent
-    run = mlflow.start_run(run_name=stage, tags=tags)
+    from mlflow import MlflowClient
+
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+    created = MlflowClient().create_run(
+        experiment, start_time=stage_start_ms(), tags=tags, run_name=stage
+    )
+    run = mlflow.start_run(run_id=created.info.run_id)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         mlflow.end_run(status="KILLED")
@@ -156,6 +178,8 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None) -> Iterator[A
     else:
         mlflow.end_run(status="FINISHED")
     finally:
+        global _last_end_ms
+        _last_end_ms = int(1000 * time.time())
         if in_main:
             signal.signal(signal.SIGTERM, previous)
         del run

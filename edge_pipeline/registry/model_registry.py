@@ -1,8 +1,10 @@
 """The MLflow side of registration: the current champion, a new version, its aliases and record.
 
 The benchmark's chosen model (data/benchmark/chosen.json) is logged as an `EdgeModel` pyfunc
-(edge_pipeline/registry/edge_model.py) whose artifacts are the model file plus the best passing
-model of each other runtime (so a version holds its TFLite and ONNX files). The new version gets
+(edge_pipeline/registry/edge_model.py) whose artifacts are the model file plus every deployable
+sibling of the same network in results.json (INT8 and FP32, TFLite and ONNX) and their benchmark
+rows (benchmark_rows.{csv,json}); the version's tags hold those rows rounded to 4 significant
+digits (`<model id>.accuracy`, ...). The new version gets
 alias `challenger`; then the new version and the current champion are both scored on the same,
 current test split (edge_pipeline/registry/scoring.py, each downloaded from the registry), and
 edge_pipeline/registry/promotion.py:decide says whether the new version also takes `champion`.
@@ -13,13 +15,17 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import re
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 import edge_pipeline
+from edge_pipeline.artifacts.catalog import RESULTS
 from edge_pipeline.config.registry import Register
 from edge_pipeline.core.errors import InputError
 from edge_pipeline.edge.benchmark_outputs import numeric
@@ -41,6 +47,39 @@ log = logging.getLogger(__name__)
 
 
 CHOSEN_KEYS = ("chosen", "model", "per_runtime", "input_shape", "classes", "gates")
+ROW_KEYS = ("id", "runtime", "dtype", "accuracy", "macro_f1", "size_mb", "p95_ms_1t", "passed")
+
+
+def sig4(x: Any) -> str:
+    """A tag value: floats to 4 significant digits, everything else as text."""
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def family_of(m: dict[str, Any]) -> str:
+    """The network a model file came from: its keras `source` without suffixes (`student`,
+    `student_pruned` -> `student`), or its own id's first word (`teacher_fp32` -> `teacher`)."""
+    return str(m.get("source") or m["id"]).split("_")[0]
+
+
+def deployables(chosen: dict[str, Any], results: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The chosen model and its siblings of the same network (INT8 and FP32, TFLite and ONNX),
+    chosen first, each {path, row: its benchmark row (ROW_KEYS)} (results.json `models`; without
+    results.json, the chosen model and the per-runtime picks of chosen.json)."""
+    m = chosen["model"]
+    pool = (results or {}).get("models") or [m, *chosen["per_runtime"].values()]
+    same = [r for r in pool if family_of(r) == family_of(m)]
+    unique: dict[str, dict[str, Any]] = {}
+    for r in [m, *same]:
+        unique.setdefault(r["path"], r)
+    return [
+        {"path": r["path"], "row": {
+            "id": r["id"], "runtime": r["runtime"], "dtype": r["dtype"],
+            "accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"),
+            "size_mb": r.get("size_mb"), "p95_ms_1t": r["latency_ms"]["1"]["p95"],
+            "passed": r["verdict"]["passed"],
+        }}
+        for r in unique.values()
+    ]  # fmt: skip
 
 
 def read_chosen(path: Path) -> dict[str, Any]:
@@ -55,6 +94,10 @@ def read_chosen(path: Path) -> dict[str, Any]:
     missing = [k for k in CHOSEN_KEYS if not isinstance(chosen, dict) or k not in chosen]
     if missing:
         raise InputError(f"{path}: missing keys {missing}; {fix}")
+    results = path.with_name(RESULTS)
+    if chosen["model"] is not None:
+        siblings = json.loads(results.read_text()) if results.exists() else None
+        chosen["deployables"] = deployables(chosen, siblings)
     return chosen
 
 
@@ -70,8 +113,9 @@ def champion_version(client: Any, model_name: str) -> Any | None:
 
 
 def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
-    """Log the chosen model as an `EdgeModel` pyfunc; artifacts: `model` (the chosen file) and one
-    `<runtime>` file per other runtime's best passing model. Returns the ModelInfo.
+    """Log the chosen model as an `EdgeModel` pyfunc; artifacts: `model` (the chosen file), one
+    file per deployable sibling (`deployables`, keyed by model id) and `benchmark_rows_{csv,json}`
+    (the benchmark row of each file). Returns the ModelInfo.
 
     The library package travels with the model (code_paths), so the pyfunc loads anywhere.
     """
@@ -81,9 +125,20 @@ def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
     from edge_pipeline.registry.edge_model import EdgeModel
 
     model = chosen["model"]
-    artifacts = {"model": model["path"]} | {
-        rt: m["path"] for rt, m in chosen["per_runtime"].items() if m["path"] != model["path"]
-    }
+    files = chosen.get("deployables") or deployables(chosen, None)
+    tmp = tempfile.TemporaryDirectory(prefix="edge-model-rows-")
+    rows_dir = Path(tmp.name)
+    rows = pd.DataFrame([f["row"] for f in files])
+    rows.to_csv(rows_dir / "benchmark_rows.csv", index=False)
+    (rows_dir / "benchmark_rows.json").write_text(json.dumps([f["row"] for f in files], indent=2))
+    artifacts = (
+        {"model": model["path"]}
+        | {re.sub(r"[^\w.-]", "-", f["row"]["id"]): f["path"] for f in files[1:]}
+        | {
+            "benchmark_rows_csv": str(rows_dir / "benchmark_rows.csv"),
+            "benchmark_rows_json": str(rows_dir / "benchmark_rows.json"),
+        }
+    )
     h, w, c = chosen["input_shape"]
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, h, w, c))]),
@@ -92,15 +147,16 @@ def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
     pins = [
         f"{p}=={importlib.metadata.version(p)}" for p in ("numpy", "onnxruntime", "ai-edge-litert")
     ]
-    return mlflow.pyfunc.log_model(
-        name="edge_model",
-        python_model=EdgeModel(runtime=model["runtime"], layout=model["layout"]),
-        artifacts=artifacts,
-        code_paths=[str(Path(edge_pipeline.__file__).parent)],
-        signature=signature,
-        input_example=np.zeros((1, h, w, c), dtype=np.float32),
-        pip_requirements=pins,
-    )
+    with tmp:  # the row files are copied into the model, then removed
+        return mlflow.pyfunc.log_model(
+            name="edge_model",
+            python_model=EdgeModel(runtime=model["runtime"], layout=model["layout"]),
+            artifacts=artifacts,
+            code_paths=[str(Path(edge_pipeline.__file__).parent)],
+            signature=signature,
+            input_example=np.zeros((1, h, w, c), dtype=np.float32),
+            pip_requirements=pins,
+        )
 
 
 def register_version(mlflow: Any, client: Any, chosen: dict[str, Any], *, model_name: str) -> str:
@@ -111,8 +167,11 @@ def register_version(mlflow: Any, client: Any, chosen: dict[str, Any], *, model_
         "model_id": m["id"], "runtime": m["runtime"], "layout": m["layout"], "dtype": m["dtype"],
         "size_mb": m["size_mb"], "p95_ms_1t": m["latency_ms"]["1"]["p95"],
     }  # fmt: skip
+    for f in chosen.get("deployables") or deployables(chosen, None):
+        row = f["row"]
+        tags |= {f"{row['id']}.{k}": row[k] for k in ROW_KEYS[3:] if row[k] is not None}
     mv = mlflow.register_model(
-        info.model_uri, model_name, tags={k: str(v) for k, v in tags.items()}
+        info.model_uri, model_name, tags={k: sig4(v) for k, v in tags.items()}
     )
     client.set_registered_model_alias(model_name, "challenger", mv.version)
     return str(mv.version)
@@ -213,6 +272,6 @@ def apply_decision(
     if test is not None:
         tags |= {"mcnemar_p_worse": test.p_worse, "vs_champion": scores["champion"]["version"]}
     for k, v in tags.items():
-        client.set_model_version_tag(model_name, version, k, str(v))
+        client.set_model_version_tag(model_name, version, k, sig4(v))
     if decision.promote:
         client.set_registered_model_alias(model_name, "champion", version)

@@ -87,3 +87,15 @@ def test_export_stage_end_to_end(prepared_workspace):
     assert metrics["student_fp32"]["agreement"] >= 0.99
     assert 0.0 <= metrics["student_int8"]["agreement"] <= 1.0
     assert metrics["n_test"] == 18
+    # the stage has its MLflow run: metrics and the ONNX files it wrote
+    from mlflow import MlflowClient
+
+    from edge_pipeline.core.tracking import configure
+
+    client = MlflowClient()
+    runs = client.search_runs([configure().get_experiment_by_name("edge-pipeline").experiment_id])
+    (run,) = [r for r in runs if r.info.run_name == "export"]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["student_fp32.agreement"] == metrics["student_fp32"]["agreement"]
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
+    assert files == {f"models/{e['file']}" for e in entries.values()} | {"models/models.json"}

@@ -462,8 +462,13 @@ def test_benchmark_stage_on_tiny_models(prepared_workspace, zoo: Zoo) -> None:
     assert len(table) == 5 and {"p99_ms_2t", "speedup_vs_baseline", "passed"} <= set(table)
     md = (root / "reports/benchmark/benchmark.md").read_text()
     assert f"`{best['id']}` **(chosen)**" in md and "(not a candidate)" in md
-    for name in ("pareto.png", "pareto.csv", "size.png", "size.csv", "serving.csv"):
+    for name in ("pareto.png", "pareto.csv", "size.png", "size.csv", "serving/p95_latency.png"):
         assert (root / "plots/benchmark" / name).stat().st_size > 0
+    for policy in ("batch1", "dynamic"):
+        serving = pd.read_csv(root / f"plots/benchmark/serving/{policy}.csv")
+        assert serving["rate_rps"].is_monotonic_increasing and len(serving) == 2
+    pareto = pd.read_csv(root / "plots/benchmark/pareto.csv")
+    assert list(pareto.loc[pareto["chosen"], "model"]) == [best["id"]]
 
     run = MlflowClient().search_runs(
         [configure().get_experiment_by_name("edge-pipeline").experiment_id]

@@ -19,7 +19,12 @@ from edge_pipeline.config.registry import Register
 from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
 from edge_pipeline.edge.classification import classification_figures
 from edge_pipeline.registry.decision_report import markdown, record
-from edge_pipeline.registry.model_registry import challenger_candidate, read_chosen
+from edge_pipeline.registry.model_registry import (
+    challenger_candidate,
+    deployables,
+    read_chosen,
+    sig4,
+)
 from edge_pipeline.registry.paired_test import PairedTest, mcnemar_exact, min_discordant
 from edge_pipeline.registry.promotion import Candidate, Champion, Decision, decide
 from tests._edge_models import _onnx_linear
@@ -341,7 +346,12 @@ def test_register_decides_on_the_same_test_images(
     assert str(client.get_model_version_by_alias("edge-test", "champion").version) == "2"
     challenger = client.get_model_version_by_alias("edge-test", "challenger")
     assert str(challenger.version) == "5" and challenger.tags["outcome"] == "reject"
-    assert challenger.tags["accuracy"] == str(12 / 36)
+    assert challenger.tags["accuracy"] == "0.3333"  # 4 significant digits
+    assert challenger.tags["student_int8.accuracy"] == "0.3333"
+    model_dir = mlflow.artifacts.download_artifacts(challenger.source)
+    rows = json.loads(next(Path(model_dir).rglob("benchmark_rows.json")).read_text())
+    assert [r["id"] for r in rows] == ["student_int8"] and rows[0]["accuracy"] == 12 / 36
+    assert next(Path(model_dir).rglob("benchmark_rows.csv")).stat().st_size > 0
     run_data = client.get_run(client.get_model_version("edge-test", "4").run_id).data
     assert run_data.metrics["mcnemar.champion_only"] == 8.0
     assert run_data.metrics["mcnemar.p_worse"] == pytest.approx(1 / 256)
@@ -356,3 +366,38 @@ def test_register_decides_on_the_same_test_images(
     nothing = run(None)  # no model passed the benchmark gates
     assert nothing["outcome"] == "nothing_to_register" and not nothing["registered"]
     assert nothing["alert"] and nothing["champion_version"] == 2
+
+
+def _bench_row(i: str, path: str, runtime: str, dtype: str, source: str | None) -> dict:
+    """A results.json `models` entry with the keys registration reads."""
+    return {
+        "id": i, "path": path, "runtime": runtime, "dtype": dtype, "source": source,
+        "accuracy": 0.9804878, "macro_f1": 0.95453, "size_mb": 0.134508,
+        "latency_ms": {"1": {"p95": 0.0830305}}, "verdict": {"passed": dtype == "int8"},
+    }  # fmt: skip
+
+
+def test_registered_files_are_the_chosen_model_and_its_int8_fp32_siblings(tmp_path: Path) -> None:
+    models = [
+        _bench_row("teacher_fp32", "t.onnx", "onnxruntime", "float32", None),
+        _bench_row("qat/student_fp32", "q32.tflite", "litert", "float32", "student"),
+        _bench_row("student_pqat_int8", "q8.tflite", "litert", "int8", "student_pruned"),
+        _bench_row("export/student_fp32", "e32.onnx", "onnxruntime", "float32", "student"),
+        _bench_row("student_int8", "e8.onnx", "onnxruntime", "int8", "student"),
+    ]
+    chosen = {"chosen": "student_pqat_int8", "model": models[2], "per_runtime": {}}
+    files = deployables(chosen, {"models": models})
+    assert [f["path"] for f in files] == ["q8.tflite", "q32.tflite", "e32.onnx", "e8.onnx"]
+    assert files[0]["row"] == {
+        "id": "student_pqat_int8", "runtime": "litert", "dtype": "int8", "accuracy": 0.9804878,
+        "macro_f1": 0.95453, "size_mb": 0.134508, "p95_ms_1t": 0.0830305, "passed": True,
+    }  # fmt: skip
+    (tmp_path / "chosen.json").write_text(
+        json.dumps(chosen | {"input_shape": [8, 8, 1], "classes": ["a"], "gates": {}})
+    )
+    (tmp_path / "results.json").write_text(json.dumps({"models": models}))
+    assert read_chosen(tmp_path / "chosen.json")["deployables"] == files
+    assert deployables(chosen, None) == files[:1]  # no results.json: the chosen file only
+    assert [sig4(0.9804878), sig4(0.0830305), sig4(44.769915), sig4(3), sig4("x")] == [
+        "0.9805", "0.08303", "44.77", "3", "x"
+    ]  # fmt: skip
