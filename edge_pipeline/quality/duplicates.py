@@ -70,15 +70,15 @@ def dhash(images: np.ndarray) -> np.ndarray:
 
 
 def near_pairs(
-    images: np.ndarray, *, max_bits: int, max_mad: float
+    images: np.ndarray, hashes: np.ndarray, *, max_bits: int, max_mad: float
 ) -> list[tuple[int, int, float]]:
-    """(i, j, mean absolute difference) with i < j for near-duplicate images (uint8 (N, H, W, C)).
+    """(i, j, mean absolute difference) with i < j for near-duplicate images (uint8 (N, H, W, C))
+    whose `dhash`es are `hashes` (uint64 (N,), kept with the decoded pixels in the decode cache).
 
     A pair is near when its dHashes are within `max_bits` bits (found through the band index) and
     its pixels differ by at most `max_mad` grey levels on average (the check that keeps similar but
     distinct small images, e.g. two plain digits, apart).
     """
-    hashes = dhash(images)
     flat = images.reshape(len(images), -1).astype(np.int16)
     found = []
     for band in np.array_split(np.arange(64), min(max_bits + 1, 64)):
@@ -114,6 +114,7 @@ def content_groups(
     images: np.ndarray,
     labels: list[str],
     *,
+    hashes: np.ndarray,
     max_bits: int | None,
     max_mad: float,
 ) -> tuple[list[str], pd.DataFrame]:
@@ -121,8 +122,8 @@ def content_groups(
 
     Args:
         ids: sorted image ids; images: uint8 (N, H, W, C), row i = ids[i]; labels: (N,) the given
-            label of each image ('' if none yet); max_bits, max_mad: the `near` test of
-            `near_pairs` (max_bits None: pixel-identical images only).
+            label of each image ('' if none yet); hashes: uint64 (N,) `dhash(images)`;
+            max_bits, max_mad: the `near` test of `near_pairs` (None: pixel-identical only).
     """
     parent = list(range(len(ids)))
 
@@ -142,7 +143,7 @@ def content_groups(
             first[key] = i
     if max_bits is not None:  # among distinct pictures: one of each pixel-identical set
         reps = np.array(sorted(first.values()))
-        near = near_pairs(images[reps], max_bits=max_bits, max_mad=max_mad)
+        near = near_pairs(images[reps], hashes[reps], max_bits=max_bits, max_mad=max_mad)
         rows += [(int(reps[a]), int(reps[b]), "near", d) for a, b, d in near]
     for a, b, _, _ in rows:
         ra, rb = root(a), root(b)
