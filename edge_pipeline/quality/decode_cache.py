@@ -2,18 +2,21 @@
 the files that are new or changed (DVC out `data/ingest_cache/`, `persist: true`, not cached).
 
 Two tables, both keyed so that a hit can only give what a full decode would give:
-- the file index `files.csv` (path, size, mtime_ns, ctime_ns, inode, sha256) of the last run: a
+- the file index `files.npz` (path, size, mtime_ns, ctime_ns, inode, sha256) of the last run: a
   regular file whose lstat still shows the same size, mtime, ctime and inode is taken to hold the
   same bytes, so it is not read again (`ingest.trust_file_stat`). This trusts the kernel to update
   ctime on every write (user space cannot set ctime back; `touch -r`, `cp -p`, editors and
   `git checkout` all change it), and it distrusts entries whose mtime or ctime is within
   `RACY_NS` of the moment the index was taken (a write in the same timestamp tick, as git's
   "racy" index entries): those files are read and hashed again.
-- the decode results `entries.csv` + `pixels.npy`: by sha256 of the file's bytes, the decoded
+- the decode results `entries.npz` + `pixels.npy`: by sha256 of the file's bytes, the decoded
   pixels (uint8 (M, H, W, C)), source width, height and mode and the dHash of the pixels, or the
   quarantine reason a decode gave. They are valid only under the same `decode_key`: a hash of the
   decode options, Pillow's version and the source of the decoding code (images.py and
   duplicates.py), so new options or new decoding code decode everything again.
+- the near-duplicate memo `near.npz` (`duplicates.NearMemo`): the distinct pictures compared and
+  their near pairs, valid under the same decode key and near_duplicate_bits / _mad, so a night
+  compares only its new pictures with the others.
 Checks that depend on the path rather than the bytes (links, special files, zero-byte and
 oversize files, unreadable files) are never cached: they run on every file every night.
 """
@@ -36,6 +39,7 @@ from edge_pipeline.artifacts import catalog as files
 from edge_pipeline.config.quality import Ingest
 from edge_pipeline.core.io import atomic_path, write_json
 from edge_pipeline.quality import duplicates, images
+from edge_pipeline.quality.duplicates import NearMemo
 
 FORMAT = 1  # layout of the cache directory; another value is ignored (decoded again)
 RACY_NS = 2_000_000_000  # 2 s: FAT's mtime tick, the coarsest of the common file systems
@@ -82,10 +86,14 @@ class DecodeCache:
     trust_stat: bool  # ingest.trust_file_stat
     old_files: dict[str, tuple[int, int, int, int, str]] = field(default_factory=dict)
     old_scan_ns: int = 0  # when the old file index was taken
-    old_entries: dict[str, Decoded] = field(default_factory=dict)
+    old_entries: dict[str, int] = field(default_factory=dict)  # sha256 -> index in old_table
+    old_table: dict[str, np.ndarray] = field(default_factory=dict)  # ENTRY_COLUMNS + pixels
     files: dict[str, tuple[int, int, int, int, str]] = field(default_factory=dict)
     entries: dict[str, Decoded] = field(default_factory=dict)
     scan_ns: int = field(default_factory=time.time_ns)
+    near_settings: list = field(default_factory=list)  # [near_duplicate_bits, _mad]
+    old_near: NearMemo | None = None  # the last run's near pairs under the same settings
+    near: NearMemo = field(default_factory=NearMemo)  # this run's
     stat_trusted: int = 0  # files not read again
     reused: int = 0  # decode results taken from the last run
 
@@ -116,10 +124,22 @@ class DecodeCache:
 
     def lookup(self, digest: str) -> Decoded | None:
         """The last run's decode result of these bytes (kept for the next run), or None."""
-        hit = self.old_entries.get(digest)
-        if hit is not None:
-            self.entries[digest] = hit
-            self.reused += 1
+        k = self.old_entries.get(digest)
+        if k is None:
+            return None
+        t = self.old_table
+        row = int(t["row"][k])
+        hit = Decoded(
+            None if row < 0 else t["pixels"][row],
+            int(t["width"][k]),
+            int(t["height"][k]),
+            str(t["mode"][k]),
+            int(t["dhash"][k]),
+            str(t["reason"][k]),
+            str(t["detail"][k]),
+        )
+        self.entries[digest] = hit
+        self.reused += 1
         return hit
 
     def changes(self) -> pd.DataFrame:
@@ -156,45 +176,73 @@ def load(directory: Path, opts: Ingest, *, reuse: bool = True) -> DecodeCache:
     """The cache in `directory` (empty when missing, of another FORMAT, or `reuse` is False);
     decode results only when they were made under this run's `decode_key`."""
     cache = DecodeCache(key=decode_key(opts), trust_stat=opts.trust_file_stat)
+    cache.near_settings = [opts.near_duplicate_bits, opts.near_duplicate_mad]
     meta_path = directory / files.CACHE_META
     if not reuse or not meta_path.is_file():
         return cache
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         return cache
-    index = pd.read_csv(directory / files.CACHE_FILES, dtype={"path": str, "sha256": str},
-                        keep_default_na=False)  # fmt: skip
+    with np.load(directory / files.CACHE_FILES) as index:
+        stats = zip(*(index[c].tolist() for c in FILE_COLUMNS[1:5]), strict=True)
+        shas = [s.decode() for s in index["sha256"].tolist()]
+        cache.old_files = {p: (*st, h) for p, st, h in zip(index["path"].tolist(), stats, shas,
+                                                             strict=True)}  # fmt: skip
     cache.old_scan_ns = int(meta["scan_ns"])
-    cache.old_files = {
-        r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5])
-        for r in index[FILE_COLUMNS].itertuples(index=False)
-    }
-    if meta.get("key") != cache.key:
-        return cache
-    table = pd.read_csv(directory / files.CACHE_ENTRIES, dtype=str, keep_default_na=False)
-    pixels = np.load(directory / files.CACHE_PIXELS, mmap_mode="r")
-    for sha, row, w, h, mode, dh, reason, detail in table[ENTRY_COLUMNS].itertuples(index=False):
-        px = None if row == "" else np.array(pixels[int(row)])
-        cache.old_entries[sha] = Decoded(px, int(w), int(h), mode, int(dh), reason, detail)
+    if meta.get("key") == cache.key:
+        with np.load(directory / files.CACHE_ENTRIES) as table:
+            cache.old_table = {c: table[c] for c in ENTRY_COLUMNS}
+        cache.old_table["pixels"] = np.load(directory / files.CACHE_PIXELS)
+        shas = [s.decode() for s in cache.old_table["sha256"].tolist()]
+        cache.old_entries = dict(zip(shas, range(len(shas)), strict=True))
+        if meta.get("near") == cache.near_settings:
+            with np.load(directory / files.CACHE_NEAR) as near:
+                pairs = zip(near["a"].tolist(), near["b"].tolist(), near["distance"].tolist(),
+                            strict=True)  # fmt: skip
+                cache.old_near = NearMemo(
+                    {k.decode() for k in near["pictures"].tolist()},
+                    {(a.decode(), b.decode()): d for a, b, d in pairs},
+                )
     return cache
 
 
 def save(cache: DecodeCache, directory: Path, *, image_shape: tuple[int, int, int]) -> None:
     """Write this run's file index and decode results (only those of this run's files) to
     `directory`, atomically; `image_shape` (H, W, C) shapes an empty pixel table."""
-    rows, table = [], []
-    for sha, d in sorted(cache.entries.items()):
-        row = ""
-        if d.pixels is not None:
-            row = str(len(rows))
-            rows.append(d.pixels)
-        table.append((sha, row, d.width, d.height, d.mode, d.dhash, d.reason, d.detail))
-    index = [(p, *f) for p, f in sorted(cache.files.items())]
+    entries = sorted(cache.entries.items())
+    decoded = [d.pixels for _, d in entries if d.pixels is not None]
+    rows = np.cumsum([d.pixels is not None for _, d in entries], dtype=np.int64) - 1
+    paths = sorted(cache.files)
     with atomic_path(directory) as out:
         out.mkdir()
-        pd.DataFrame(index, columns=FILE_COLUMNS).to_csv(out / files.CACHE_FILES, index=False)
-        pd.DataFrame(table, columns=ENTRY_COLUMNS).to_csv(out / files.CACHE_ENTRIES, index=False)
-        stacked = np.stack(rows) if rows else np.zeros((0, *image_shape), np.uint8)
+        stats = np.array([cache.files[p][:4] for p in paths], np.int64).reshape(-1, 4)
+        np.savez(
+            out / files.CACHE_FILES,
+            path=np.array(paths, dtype=str),
+            **{c: stats[:, k] for k, c in enumerate(FILE_COLUMNS[1:5])},
+            sha256=np.array([cache.files[p][4] for p in paths], dtype="S64"),
+        )
+        np.savez(
+            out / files.CACHE_ENTRIES,
+            sha256=np.array([sha for sha, _ in entries], dtype="S64"),
+            row=np.where([d.pixels is not None for _, d in entries], rows, -1).astype(np.int64),
+            width=np.array([d.width for _, d in entries], np.int64),
+            height=np.array([d.height for _, d in entries], np.int64),
+            mode=np.array([d.mode for _, d in entries], dtype=str),
+            dhash=np.array([d.dhash for _, d in entries], np.uint64),
+            reason=np.array([d.reason for _, d in entries], dtype=str),
+            detail=np.array([d.detail for _, d in entries], dtype=str),
+        )
+        stacked = np.stack(decoded) if decoded else np.zeros((0, *image_shape), np.uint8)
         np.save(out / files.CACHE_PIXELS, stacked)
-        write_json(out / files.CACHE_META, {"format": FORMAT, "key": cache.key,
-                                             "scan_ns": cache.scan_ns})  # fmt: skip
+        near = sorted(cache.near.pairs.items())
+        np.savez(
+            out / files.CACHE_NEAR,
+            pictures=np.array(sorted(cache.near.pictures), dtype="S40"),
+            a=np.array([a for (a, _), _ in near], dtype="S40"),
+            b=np.array([b for (_, b), _ in near], dtype="S40"),
+            distance=np.array([d for _, d in near], np.float64),
+        )
+        meta = {"format": FORMAT, "key": cache.key, "scan_ns": cache.scan_ns,
+                "near": cache.near_settings}  # fmt: skip
+        write_json(out / files.CACHE_META, meta)

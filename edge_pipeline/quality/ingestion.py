@@ -153,17 +153,19 @@ def ingest(
     kept_ids = [ids[i] for i in kept]
     manifest = pd.DataFrame([info[i] for i in kept], columns=MANIFEST_COLUMNS[2:7])
     manifest.insert(0, "id", kept_ids)
-    manifest.insert(1, "path", [(root / rel).as_posix() for rel in kept_ids])
+    at = "" if root == Path() else f"{root.as_posix()}/"  # = (root / rel).as_posix(), faster
+    manifest.insert(1, "path", [at + rel for rel in kept_ids])
     manifest["label"] = [label_of[r] for r in kept_ids] if annotations is None else ""
     manifest["true_label"] = [true_of.get(r, "") for r in kept_ids]
     images = run.pixels[kept]
-    groups, pairs = content_groups(
+    groups, pairs, cache.near = content_groups(
         kept_ids,
         images,
         [label_of[r] for r in kept_ids],
         hashes=run.hashes[kept],
         max_bits=options.near_duplicate_bits,
         max_mad=options.near_duplicate_mad,
+        memo=cache.old_near,
     )
     manifest["group"] = groups
     kept_set = set(kept_ids)
