@@ -3,8 +3,10 @@
 Reads `params.yaml[ingest]` and the source tree (plus its annotations and truth CSVs); the work is
 `edge_pipeline.quality.ingestion.ingest`. Writes data/ingest/{images.npy, manifest.csv,
 annotations.csv, classes.json}, reports/ingest/{quarantine.csv, rejected_rows.csv,
-duplicate_pairs.csv}, metrics/ingest.json and plots/ingest/ (contracts in docs/architecture.md),
-then fails (InputError, exit 65) when more rows or images were lost than params allow.
+duplicate_pairs.csv, changes.csv}, metrics/ingest.json and plots/ingest/ (contracts in
+docs/architecture.md) and its decode cache data/ingest_cache/ (read first: files whose bytes were
+decoded last night under the same options are not decoded again; `decode_cache`), then fails
+(InputError, exit 65) when more rows or images were lost than params allow.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.artifacts.catalog import INGEST_CACHE, stage_paths
 from edge_pipeline.config import load_section
 from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.errors import ConfigError
 from edge_pipeline.core.logs import setup_logging
+from edge_pipeline.quality import decode_cache
 from edge_pipeline.quality.ingest_outputs import write_outputs
 from edge_pipeline.quality.ingestion import check_losses, ingest
 
@@ -38,8 +41,12 @@ def main() -> None:
     truth = source / p.truth if p.truth else None
     if truth is not None and not truth.is_file():
         log.warning("ingest.truth: %s not found; true labels stay unknown", truth)
-    result = ingest(source, options=p, annotations=annotations, truth=truth)
-    write_outputs(result, stage_paths(STAGE))
+    paths = stage_paths(STAGE)
+    cache_dir = paths.data.parent / INGEST_CACHE
+    cache = decode_cache.load(cache_dir, p, reuse=p.reuse_decoded)
+    result = ingest(source, options=p, annotations=annotations, truth=truth, cache=cache)
+    write_outputs(result, paths)
+    decode_cache.save(result.cache, cache_dir, image_shape=(*p.image_size, p.channels))
     m = result.metrics
     log.info(
         "kept %d of %d images (%d classes), quarantined %s, rejected %d rows, %d duplicate "
@@ -53,6 +60,7 @@ def main() -> None:
         m["images_in_duplicate_groups"],
         m["images_per_s"],
     )
+    log.info("since the last run (files): %s", m["incremental"])
     check_losses(m, p)
 
 

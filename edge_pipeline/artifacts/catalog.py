@@ -19,6 +19,14 @@ ANNOTATIONS = "annotations.csv"  # id, annotator, label of the kept images
 QUARANTINE = "quarantine.csv"  # files not kept, with the reason
 REJECTED_ROWS = "rejected_rows.csv"  # annotation rows not kept, with the reason
 DUPLICATE_PAIRS = "duplicate_pairs.csv"  # a, b, kind, distance, labels: behind manifest `group`
+CHANGES = "changes.csv"  # path, change (new/changed/removed), sha256 before/now: vs the last run
+# ingest -> ingest (the next night): data/<INGEST_CACHE>/, a persistent decode cache
+INGEST_CACHE = "ingest_cache"
+CACHE_FILES = "files.npz"  # path, size, mtime_ns, ctime_ns, inode, sha256 of the last run
+CACHE_ENTRIES = "entries.npz"  # sha256, row, width, height, mode, dhash, reason, detail
+CACHE_PIXELS = "pixels.npy"  # uint8 (M, H, W, C): row `row` of entries.csv
+CACHE_NEAR = "near.npz"  # pictures, a, b, distance: near pairs known (sha1 of the pixels)
+CACHE_META = "meta.json"  # format, key (decode options + code), scan_ns
 # demo -> ingest (inside the demo source folder)
 SOURCE_ANNOTATIONS = "annotations.csv"  # image, annotator, label: raw ratings (ingest.annotations)
 TRUTH = "truth.csv"  # image, label, flaw: known true labels (evaluation only)

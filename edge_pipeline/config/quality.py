@@ -142,6 +142,10 @@ class Ingest(Section):
     near_duplicate_bits: int | None = Field(6, ge=0, le=63)
     # ... and the most their stored pixels may differ on average (grey levels 0..255)
     near_duplicate_mad: float = Field(2.0, ge=0, le=255)
+    # take decode results of unchanged bytes from data/ingest_cache (false: decode every file)
+    reuse_decoded: bool = True
+    # a file whose size, mtime, ctime and inode are unchanged is not read again (its sha256 kept)
+    trust_file_stat: bool = True
 
     @field_validator("formats", mode="before")
     @classmethod

@@ -15,6 +15,9 @@ Groups are the connected components of these pairs; a group's id is its first (s
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -70,15 +73,22 @@ def dhash(images: np.ndarray) -> np.ndarray:
 
 
 def near_pairs(
-    images: np.ndarray, *, max_bits: int, max_mad: float
+    images: np.ndarray,
+    hashes: np.ndarray,
+    *,
+    max_bits: int,
+    max_mad: float,
+    fresh: np.ndarray | None = None,
 ) -> list[tuple[int, int, float]]:
-    """(i, j, mean absolute difference) with i < j for near-duplicate images (uint8 (N, H, W, C)).
+    """(i, j, mean absolute difference) with i < j for near-duplicate images (uint8 (N, H, W, C))
+    whose `dhash`es are `hashes` (uint64 (N,), kept with the decoded pixels in the decode cache).
 
     A pair is near when its dHashes are within `max_bits` bits (found through the band index) and
     its pixels differ by at most `max_mad` grey levels on average (the check that keeps similar but
-    distinct small images, e.g. two plain digits, apart).
+    distinct small images, e.g. two plain digits, apart). `fresh` (bool (N,)): only pairs with at
+    least one fresh image are searched (the others are known from the last run: `NearMemo`).
     """
-    hashes = dhash(images)
+    fresh = np.ones(len(images), bool) if fresh is None else fresh
     flat = images.reshape(len(images), -1).astype(np.int16)
     found = []
     for band in np.array_split(np.arange(64), min(max_bits + 1, 64)):
@@ -86,16 +96,23 @@ def near_pairs(
         keys = hashes & mask
         order = np.argsort(keys, kind="stable")
         starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1], True])
-        for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+        sizes = np.diff(starts)
+        with_fresh = np.add.reduceat(fresh[order], starts[:-1]) > 0 if len(order) else sizes > 0
+        search = (sizes > 1) & with_fresh  # buckets of >= 2 pictures, one of them fresh
+        for lo, hi in zip(starts[:-1][search], starts[1:][search], strict=True):
             idx = order[lo:hi]  # one bucket: ascending image indices
-            for x0 in range(0, len(idx) - 1, 512):  # rows in blocks: memory <= 512 x bucket
-                rows = idx[x0 : x0 + 512]
+            new = idx[fresh[idx]]
+            for x0 in range(0, len(new), 512):  # rows in blocks: memory <= 512 x bucket
+                rows = new[x0 : x0 + 512]
                 dist = np.bitwise_count(hashes[rows][:, None] ^ hashes[idx][None, :])
-                r, c = np.nonzero((dist <= max_bits) & (rows[:, None] < idx[None, :]))
-                found.append(np.stack([rows[r], idx[c]], axis=1))
+                r, c = np.nonzero((dist <= max_bits) & (rows[:, None] != idx[None, :]))
+                a, b = rows[r], idx[c]
+                found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
     if not found:
         return []
-    pairs = np.unique(np.concatenate(found), axis=0)  # (P, 2), i < j, sorted
+    n = np.int64(len(images))
+    keys = np.unique(np.concatenate(found).astype(np.int64) @ np.array([n, 1]))  # i * N + j
+    pairs = np.stack([keys // n, keys % n], axis=1)  # (P, 2), i < j, sorted
     mad = np.concatenate(
         [
             np.abs(flat[c[:, 0]] - flat[c[:, 1]]).mean(1)
@@ -109,20 +126,34 @@ def near_pairs(
     ]
 
 
+@dataclass
+class NearMemo:
+    """What the near-pair search knew after a run, under one (max_bits, max_mad, image shape):
+    the distinct pictures it compared and the near pairs among them, both keyed by the sha1 of
+    the pictures' pixels. A later run searches only the pairs with a picture not in `pictures`."""
+
+    pictures: set[str] = field(default_factory=set)
+    pairs: dict[tuple[str, str], float] = field(default_factory=dict)  # (a, b) -> distance
+
+
 def content_groups(
     ids: list[str],
     images: np.ndarray,
     labels: list[str],
     *,
+    hashes: np.ndarray,
     max_bits: int | None,
     max_mad: float,
-) -> tuple[list[str], pd.DataFrame]:
-    """Group ids (N,) and the pairs found (PAIR_COLUMNS) for N sorted `ids` and their images.
+    memo: NearMemo | None = None,
+) -> tuple[list[str], pd.DataFrame, NearMemo]:
+    """Group ids (N,), the pairs found (PAIR_COLUMNS) for N sorted `ids` and their images, and
+    the NearMemo of this run (to pass as `memo` to the next run with the same settings).
 
     Args:
         ids: sorted image ids; images: uint8 (N, H, W, C), row i = ids[i]; labels: (N,) the given
-            label of each image ('' if none yet); max_bits, max_mad: the `near` test of
-            `near_pairs` (max_bits None: pixel-identical images only).
+            label of each image ('' if none yet); hashes: uint64 (N,) `dhash(images)`;
+            max_bits, max_mad: the `near` test of `near_pairs` (None: pixel-identical only);
+        memo: the last run's NearMemo under the same max_bits, max_mad and image shape, or None.
     """
     parent = list(range(len(ids)))
 
@@ -140,10 +171,20 @@ def content_groups(
             rows.append((first[key], i, "pixels", 0.0))
         else:
             first[key] = i
+    now = NearMemo()
     if max_bits is not None:  # among distinct pictures: one of each pixel-identical set
-        reps = np.array(sorted(first.values()))
-        near = near_pairs(images[reps], max_bits=max_bits, max_mad=max_mad)
+        reps = np.array(sorted(first.values()), dtype=np.int64)
+        keys = [hashlib.sha1(images[i].tobytes()).hexdigest() for i in reps]
+        memo = memo or NearMemo()
+        fresh = np.array([k not in memo.pictures for k in keys], dtype=bool)
+        near = near_pairs(
+            images[reps], hashes[reps], max_bits=max_bits, max_mad=max_mad, fresh=fresh
+        )
+        at = {k: n for n, k in enumerate(keys)}  # known pairs among pictures still here
+        known = [(at[a], at[b], d) for (a, b), d in memo.pairs.items() if a in at and b in at]
+        near += [(min(a, b), max(a, b), d) for a, b, d in known]
         rows += [(int(reps[a]), int(reps[b]), "near", d) for a, b, d in near]
+        now = NearMemo(set(keys), {(keys[a], keys[b]): d for a, b, d in near})
     for a, b, _, _ in rows:
         ra, rb = root(a), root(b)
         parent[max(ra, rb)] = min(ra, rb)  # the smallest index (first id) is the root
@@ -151,7 +192,7 @@ def content_groups(
         [(ids[a], ids[b], kind, d, labels[a], labels[b]) for a, b, kind, d in sorted(rows)],
         columns=PAIR_COLUMNS,
     )
-    return [ids[root(i)] for i in range(len(ids))], pairs
+    return [ids[root(i)] for i in range(len(ids))], pairs, now
 
 
 def group_metrics(groups: list[str], pairs: pd.DataFrame) -> dict[str, int]:

@@ -29,6 +29,7 @@ def write_outputs(result: IngestResult, paths: StagePaths) -> None:
         result.quarantine.to_csv(out / files.QUARANTINE, index=False)
         result.rejected.to_csv(out / files.REJECTED_ROWS, index=False)
         result.duplicate_pairs.to_csv(out / files.DUPLICATE_PAIRS, index=False)
+        result.changes.to_csv(out / files.CHANGES, index=False)
     table = class_distribution(result)
     with atomic_path(paths.plots) as out:
         out.mkdir()

@@ -17,28 +17,20 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from edge_pipeline.config.quality import Ingest
 from edge_pipeline.core.errors import ConfigError, InputError
-from edge_pipeline.core.logs import progress
 from edge_pipeline.quality.class_rules import annotation_classes, folder_classes
+from edge_pipeline.quality.decode_cache import DecodeCache, decode_key
+from edge_pipeline.quality.decoding import decode_all
 from edge_pipeline.quality.duplicates import content_groups, group_metrics, resolve_byte_copies
-from edge_pipeline.quality.images import (
-    REASONS,
-    Quarantined,
-    decode,
-    extensions,
-    read_checked,
-    sha256,
-)
+from edge_pipeline.quality.images import REASONS, extensions
 from edge_pipeline.quality.sources import (
     ROW_REASONS,
     majority,
@@ -73,35 +65,9 @@ class IngestResult:
     quarantine: pd.DataFrame  # path, reason, detail: one row per labelled file not kept
     rejected: pd.DataFrame  # line, image, reason: annotation rows not used
     duplicate_pairs: pd.DataFrame  # duplicates.PAIR_COLUMNS: the pairs behind each group
+    changes: pd.DataFrame  # DecodeCache.changes(): files new, changed, removed since the last run
+    cache: DecodeCache  # this run's file index and decode results, for the next run
     metrics: dict[str, Any]
-
-
-def decode_all(root: Path, ids: list[str], opts: Ingest) -> tuple[np.ndarray, dict, dict, dict]:
-    """Decode the M files `root/ids[i]` into a uint8 (M, H, W, C) buffer (row i = ids[i]).
-
-    Returns (buffer, info {i: (sha256, bytes, width, height, mode)} of decoded files,
-    quarantined {i: (reason, detail)}, copies {i: j} of files byte-identical to an earlier ids[j]).
-    """
-    h, w = opts.image_size
-    buf = np.zeros((len(ids), h, w, opts.channels), dtype=np.uint8)
-    info, bad, copies, first = {}, {}, {}, {}
-    with warnings.catch_warnings():  # max_pixels is checked per file; Pillow's warning is noise
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for i, rel in enumerate(progress(ids, total=len(ids), desc="ingest: decode")):
-            try:
-                data = read_checked(root, rel, max_bytes=opts.max_bytes)
-                digest = sha256(data)
-                if digest in first:  # the same bytes decode the same: resolved after the loop
-                    copies[i] = first[digest]
-                    continue
-                first[digest] = i
-                buf[i], width, height, mode = decode(data, opts)
-                info[i] = (digest, len(data), width, height, mode)
-            except Quarantined as q:
-                bad[i] = (q.reason, q.detail)
-            except OSError as e:  # unreadable (permissions, I/O): the file's problem, not the run's
-                bad[i] = ("undecodable", f"cannot read: {e}")
-    return buf, info, bad, copies
 
 
 def ingest(
@@ -110,6 +76,7 @@ def ingest(
     options: Ingest,
     annotations: str | Path | None = None,
     truth: str | Path | None = None,
+    cache: DecodeCache | None = None,
 ) -> IngestResult:
     """Ingest the images under `source` (see the module docstring).
 
@@ -118,6 +85,7 @@ def ingest(
         options: `params.yaml[ingest]`: how to decode (H x W x C, formats, guards, filter).
         annotations: CSV `image,annotator,label` (image relative to `source`); None = ImageFolder.
         truth: optional CSV `image,label` of known true labels (evaluation only; may not exist).
+        cache: the last run's decode cache (`decode_cache.load`); None = decode every file.
 
     Returns:
         IngestResult with N kept images (uint8 (N, H, W, C)) and K classes.
@@ -158,7 +126,10 @@ def ingest(
 
     ids = sorted(label_of)
     start, cpu_start = time.perf_counter(), time.process_time()
-    buf, info, bad, copies = decode_all(root, ids, options)
+    if cache is None:
+        cache = DecodeCache(key=decode_key(options), trust_stat=False)
+    run = decode_all(root, ids, options, cache)
+    info, bad, copies = run.info, run.bad, run.copies
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     merged = resolve_byte_copies(ids, label_of, bad, copies)
     kept = [i for i in range(len(ids)) if i in info and i not in bad]
@@ -182,16 +153,19 @@ def ingest(
     kept_ids = [ids[i] for i in kept]
     manifest = pd.DataFrame([info[i] for i in kept], columns=MANIFEST_COLUMNS[2:7])
     manifest.insert(0, "id", kept_ids)
-    manifest.insert(1, "path", [(root / rel).as_posix() for rel in kept_ids])
+    at = "" if root == Path() else f"{root.as_posix()}/"  # = (root / rel).as_posix(), faster
+    manifest.insert(1, "path", [at + rel for rel in kept_ids])
     manifest["label"] = [label_of[r] for r in kept_ids] if annotations is None else ""
     manifest["true_label"] = [true_of.get(r, "") for r in kept_ids]
-    images = buf[kept]
-    groups, pairs = content_groups(
+    images = run.pixels[kept]
+    groups, pairs, cache.near = content_groups(
         kept_ids,
         images,
         [label_of[r] for r in kept_ids],
+        hashes=run.hashes[kept],
         max_bits=options.near_duplicate_bits,
         max_mad=options.near_duplicate_mad,
+        memo=cache.old_near,
     )
     manifest["group"] = groups
     kept_set = set(kept_ids)
@@ -221,12 +195,26 @@ def ingest(
         "other_files": other,
         "classes": len(classes),
         **group_metrics(groups, pairs),
+        # files against the last run's (new, changed, removed, unchanged), how many were not
+        # read again, decoded, or had their decode result reused from data/ingest_cache
+        "incremental": cache.counts(run.decoded),
         "decode_s": round(seconds, 3),
         "images_per_s": round(len(ids) / seconds, 1) if seconds > 0 else 0.0,
         # CPU time of this process: the rate without other load on the machine
         "images_per_cpu_s": round(len(ids) / cpu, 1) if cpu > 0 else 0.0,
     }
-    return IngestResult(images, manifest, ann, classes, quarantine, rejected_df, pairs, metrics)
+    return IngestResult(
+        images,
+        manifest,
+        ann,
+        classes,
+        quarantine,
+        rejected_df,
+        pairs,
+        cache.changes(),
+        cache,
+        metrics,
+    )
 
 
 def check_losses(metrics: dict[str, Any], opts: Ingest) -> None:
