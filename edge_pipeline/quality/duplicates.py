@@ -155,6 +155,7 @@ def content_groups(
             max_bits, max_mad: the `near` test of `near_pairs` (None: pixel-identical only);
         memo: the last run's NearMemo under the same max_bits, max_mad and image shape, or None.
     """
+    ids, labels = list(ids), list(labels)  # plain lists: indexing a Series per pair is slow
     parent = list(range(len(ids)))
 
     def root(i: int) -> int:
