@@ -23,20 +23,22 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from edge_pipeline.config import Paths
 from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
 from flows.alerts import emit_alerts
-from flows.config import run_params
+from flows.config import run_params, schema
 from flows.dag import Dag, load_dag, stale_stages
+from flows.form import overrides_json_schema
 from flows.local_server import guard_temporary_server, harden_temporary_server
 from flows.overrides import WorkspaceSnapshot, parse_set_args, save_experiment, write_overrides
 from flows.parent_run import ParentRun, parent_run
@@ -48,7 +50,8 @@ from flows.workspace import recover, workspace_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE_ENV = "PIPELINE_WORKSPACE"
-Policy = Literal["fail", "warn", "approval"]
+KEEP = "params.yaml"  # the Run form's `approval` choice that changes nothing
+Approval = Literal["params.yaml", "fail", "warn", "approval"]
 
 
 def workspace_root() -> Path:
@@ -65,11 +68,12 @@ def output_roots(params: dict[str, Any]) -> list[str]:
 def requested_overrides(
     overrides: dict[str, Any] | None, source: str | None, approval: str | None
 ) -> dict[str, Any]:
-    """Flow parameters -> params.yaml overrides (`source`, `approval` are shorthands)."""
+    """Flow parameters -> params.yaml overrides (`source`, `approval` are shorthands; an empty
+    source and approval `params.yaml` change nothing)."""
     requested = dict(overrides or {})
-    if source is not None:
+    if source:
         requested["ingest.source"] = source
-    if approval is not None:
+    if approval and approval != KEEP:
         requested["agreement.policy"] = approval
     return requested
 
@@ -115,20 +119,28 @@ def ensure_limit(name: str) -> None:
                 pass
 
 
+# The Run form's `overrides`: a mapping of dotted keys whose JSON schema lists every params.yaml
+# key with its type and comment (flows/form.py), generated from the params schema at import.
+Overrides = Annotated[
+    dict[str, Any],
+    Field(json_schema_extra=overrides_json_schema(schema(), workspace_root() / "params.yaml")),
+]
+
+
 @flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
 def retrain(
-    # A non-optional dict: Prefect's default (V2) Run form offers JSON input only for that.
-    overrides: dict[str, Any] = {},  # noqa: B006 - never mutated; Prefect validates a copy
-    source: str | None = None,
-    approval: Policy | None = None,
+    # A non-optional dict: Prefect's default (V2) Run form offers input only for that.
+    overrides: Overrides = {},  # noqa: B006 - never mutated; Prefect validates a copy
+    source: str = "",
+    approval: Approval = KEEP,
 ) -> dict[str, Any]:
     """Reproduce the DVC pipeline stage by stage.
 
     Args:
         overrides: params.yaml keys to change for this run, e.g. {"train.epochs": 3}; recorded as
             a DVC experiment named after the flow run. Unknown keys fail the run before any stage.
-        source: shorthand for the override `ingest.source` (an image directory).
-        approval: shorthand for the override `agreement.policy` (fail | warn | approval).
+        source: an image directory for this run (the override `ingest.source`); empty: params.yaml.
+        approval: the override `agreement.policy` (fail | warn | approval); params.yaml: keep.
     """
     clock = Phases()
     logger = get_run_logger()
@@ -340,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     harden_temporary_server()
     exit_promptly_on_ctrl_c()
-    out = build_flow(cfg)(overrides=overrides, source=args.source, approval=args.approval)
+    out = build_flow(cfg)(
+        overrides=overrides, source=args.source or "", approval=args.approval or KEEP
+    )
     print(where_to_look(out, root))
     return 0
 
