@@ -36,7 +36,7 @@ from edge_pipeline.config import Paths
 from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
 from flows.alerts import emit_alerts
-from flows.config import run_params, schema
+from flows.config import changed_only, run_params, schema
 from flows.dag import Dag, load_dag, stale_stages
 from flows.form import overrides_json_schema
 from flows.local_server import guard_temporary_server, harden_temporary_server
@@ -149,7 +149,7 @@ def retrain(
     guard_temporary_server()  # it must not outlive this process, however it ends
     root = workspace_root()
     params_file = root / "params.yaml"
-    requested = requested_overrides(overrides, source, approval)
+    requested = changed_only(params_file, requested_overrides(overrides, source, approval))
     effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
     dag = load_dag(root)
     cfg.check_stages(dag.order)

@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main(workspace: str) -> None:
+    # before flows.retrain is imported: the Run form's descriptions come from this params.yaml
+    os.environ["PIPELINE_WORKSPACE"] = workspace
     from prefect import serve
 
     from flows.alerts import ensure_alert_automation
