@@ -30,6 +30,8 @@ browser: ## Install Debian's chromium for the Prefect UI test (apt-get; needs ro
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 demo: setup ## Set up, run the retrain flow (every stage) on the demo data, print the run summary
+	@dvc remote default >/dev/null 2>&1 || dvc remote add -d local ../dvc-remote
+	@mkdir -p dvc-remote
 	$(BIN)/python -m flows.retrain
 	$(BIN)/python -m edge_pipeline.artifacts.run_summary
 

@@ -54,3 +54,18 @@ def run_params(
             f"{err}\n(in this run's overrides {sorted(overrides)}; nothing was run)"
         ) from None
     return effective, load_params(raw=effective, model=model).orchestration
+
+
+def changed_only(params_file: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides whose value differs from params.yaml's: the Run form sends every boolean
+    field (unset = false), and a value equal to params.yaml's changes nothing."""
+    raw = read_yaml(params_file)
+    missing = object()
+
+    def current(dotted: str) -> Any:
+        node: Any = raw
+        for part in dotted.split("."):
+            node = node.get(part, missing) if isinstance(node, Mapping) else missing
+        return node
+
+    return {k: v for k, v in overrides.items() if current(k) != v}

@@ -7,10 +7,13 @@
 - `on-demand`: no schedule; start it from the UI's Run button, whose form edits the parameters
   (overrides as JSON, source, approval policy).
 
-At most one run mutates the workspace: each deployment allows one active run (later ones are
-enqueued), and the flow itself holds the workspace's file lock (flows/workspace.py) for its whole
-run, so a nightly run and an on-demand run never overlap either: the second one waits. The
-workspace is no deployment parameter. prefect.yaml declares the same deployments for a work pool;
+At most one run mutates the workspace: the flow holds the workspace's file lock
+(flows/workspace.py) for its whole run, so two runs never overlap: the second one waits, saying
+who holds it. The deployments have no Prefect `concurrency_limit`: Prefect 3.9 releases a
+deployment's slot when its run pauses and then kills the paused run at its next lease renewal
+(410 Gone, about 3.5 minutes later), so an approval could never wait for its timeout. `make
+serve` also sets up the alert automation (flows/alerts.py). The workspace is no deployment
+parameter. prefect.yaml declares the same deployments for a work pool;
 `--work-pool` deploys them with the schedule of params.yaml (prefect.yaml states none).
 """
 
@@ -78,7 +81,6 @@ def committed_orchestration() -> Orchestration:
 
 def build_deployments(cfg: Orchestration | None = None) -> list[Any]:
     """The `nightly` and `on-demand` RunnerDeployments of the retrain flow, from params.yaml."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
     from flows.retrain import build_flow
@@ -86,10 +88,9 @@ def build_deployments(cfg: Orchestration | None = None) -> list[Any]:
     cfg = cfg or committed_orchestration()
     cron, timezone = cfg.schedule.cron, cfg.schedule.timezone
     flow = build_flow(cfg)
-    one_at_a_time = ConcurrencyLimitConfig(
-        limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-    )
-    common = {"concurrency_limit": one_at_a_time, "tags": ["edge-pipeline"]}
+    # No concurrency_limit: a paused run would lose its slot and be killed (module docstring);
+    # the workspace file lock keeps runs apart.
+    common: dict[str, Any] = {"tags": ["edge-pipeline"]}
     return [
         flow.to_deployment(
             name="nightly",
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from flows.alerts import ensure_alert_automation
     from flows.retrain import ensure_limit
 
     if (argv if argv is not None else sys.argv[1:]) == ["--work-pool"]:
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             cfg = committed_orchestration()
             ensure_limit(cfg.concurrency_limit)
+            print(ensure_alert_automation(cfg.alerts))
             print(f"Prefect UI: {api_url.removesuffix('/api')}  (Deployments -> retrain)")
             serve(*build_deployments(cfg))
     except KeyboardInterrupt:

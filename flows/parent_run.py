@@ -33,6 +33,19 @@ class ParentRun:
         base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui_base
         return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
+    def record(self, *, commit: str, branch: str, pushed: str, experiment: str | None) -> None:
+        """Point the description at the run's record: the commit on `branch`, what was pushed."""
+        base = self.client.get_run(self.run_id).data.tags
+        dirty = base.get("git_dirty") == "true"
+        note = reproduce_note(
+            commit or base.get("git_commit", "unknown"), experiment, dirty,
+            branch=branch, pushed=pushed,
+        )  # fmt: skip
+        self.client.set_tag(self.run_id, "mlflow.note.content", note)
+        if commit:
+            self.client.set_tag(self.run_id, "run_commit", commit)
+            self.client.set_tag(self.run_id, "run_branch", branch)
+
     def log_stage_seconds(self, seconds: Mapping[str, float]) -> None:
         for stage, value in seconds.items():
             key = "stage_seconds." + _BAD_METRIC_CHARS.sub("_", stage)
@@ -57,21 +70,30 @@ def git_state(root: Path) -> tuple[str, bool]:
     return commit, bool(dirty)
 
 
-def reproduce_note(commit: str, experiment: str | None, dirty: bool) -> str:
-    """The run description: how to get this run's params, data and models back."""
-    lines = ["Reproduce this run:", ""]
+def reproduce_note(
+    commit: str, experiment: str | None, dirty: bool, *, branch: str = "", pushed: str = ""
+) -> str:
+    """The run description: how to get this run's params, data and models back.
+
+    `commit` is the run's record (flows/record.py: a commit on `branch`), or HEAD at run time
+    while the run is going on and when it changed nothing git tracks.
+    """
+    lines = ["Reproduce this run:", "", f"    git checkout {commit} && dvc pull && dvc repro", ""]
+    if branch:
+        lines.append(
+            f"(`{commit[:12]}` is branch `{branch}`: the params, dvc.lock and metrics of "
+            "this run; a clone fetches it.)"
+        )
     if experiment:
-        lines += [
-            f"    git checkout {commit} && dvc exp apply {experiment} && dvc pull && dvc repro",
-            "",
-            f"(DVC experiment `{experiment}`, saved locally; `dvc exp push origin {experiment}` "
-            "shares it.)",
-        ]
-    else:
-        lines += [f"    git checkout {commit} && dvc pull && dvc repro"]
+        lines.append(f"Also DVC experiment `{experiment}` (`dvc exp apply {experiment}`).")
+    if pushed:
+        lines.append(f"DVC: {pushed}.")
     if dirty:
-        lines += ["", "Note: the workspace had uncommitted changes to tracked files at run time."]
-    return "\n".join(lines)
+        lines.append(
+            "The workspace had uncommitted changes to tracked files at run time"
+            + (" (recorded in that commit)." if branch else ".")
+        )
+    return "\n".join(lines).rstrip()
 
 
 @contextlib.contextmanager

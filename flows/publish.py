@@ -127,6 +127,28 @@ def _related(root: Path, path: str) -> dict[str, str]:
     return {"prefect.resource.id": asset_key(root, path), "prefect.resource.role": "asset"}
 
 
-def publish_summary(results: list[dict[str, Any]], *, key: str = "retrain-summary") -> None:
-    """Table artifact: one row per stage (status, seconds, attempts)."""
+def summary_markdown(root: Path, *, alerts: list[str]) -> str:
+    """The run's one page: `build_summary(workspace)` of edge_pipeline.artifacts.run_summary when
+    that module exists, then what was alerted and why."""
+    try:
+        from edge_pipeline.artifacts.run_summary import build_summary  # type: ignore[import-not-found]
+    except ImportError:
+        page = ""
+    else:
+        page = build_summary(root)
+    lines = [page.rstrip(), ""] if page else []
+    lines += ["## Alerts", ""]
+    lines += [f"- {a}" for a in alerts] or ["None in this run."]
+    return "\n".join(lines)
+
+
+def publish_summary(
+    results: list[dict[str, Any]], *, alerts: list[str], root: Path, key: str = "retrain-summary"
+) -> None:
+    """Table artifact (one row per stage: status, seconds, attempts) and the run's summary page."""
     create_table_artifact(table=results, key=key, description="stages of this flow run")
+    create_markdown_artifact(
+        markdown=summary_markdown(root, alerts=alerts),
+        key="run-summary",
+        description=f"this run's summary; {len(alerts)} alert(s)",
+    )

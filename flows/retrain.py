@@ -23,29 +23,35 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from edge_pipeline.config import Paths
 from edge_pipeline.config.orchestration import Orchestration
-from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError
-from flows.config import run_params
-from flows.dag import load_dag, stale_stages
+from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
+from flows.alerts import emit_alerts
+from flows.config import changed_only, run_params, schema
+from flows.dag import Dag, load_dag, stale_stages
+from flows.form import overrides_json_schema
 from flows.local_server import guard_temporary_server, harden_temporary_server
 from flows.overrides import WorkspaceSnapshot, parse_set_args, save_experiment, write_overrides
-from flows.parent_run import parent_run
+from flows.parent_run import ParentRun, parent_run
 from flows.publish import publish_summary
+from flows.record import record_run
 from flows.scheduler import busy_seconds, run_dag
+from flows.stages import StageResult
 from flows.workspace import recover, workspace_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE_ENV = "PIPELINE_WORKSPACE"
-Policy = Literal["fail", "warn", "approval"]
+KEEP = "params.yaml"  # the Run form's `approval` choice that changes nothing
+Approval = Literal["params.yaml", "fail", "warn", "approval"]
 
 
 def workspace_root() -> Path:
@@ -62,11 +68,12 @@ def output_roots(params: dict[str, Any]) -> list[str]:
 def requested_overrides(
     overrides: dict[str, Any] | None, source: str | None, approval: str | None
 ) -> dict[str, Any]:
-    """Flow parameters -> params.yaml overrides (`source`, `approval` are shorthands)."""
+    """Flow parameters -> params.yaml overrides (`source`, `approval` are shorthands; an empty
+    source and approval `params.yaml` change nothing)."""
     requested = dict(overrides or {})
-    if source is not None:
+    if source:
         requested["ingest.source"] = source
-    if approval is not None:
+    if approval and approval != KEEP:
         requested["agreement.policy"] = approval
     return requested
 
@@ -112,27 +119,37 @@ def ensure_limit(name: str) -> None:
                 pass
 
 
+# The Run form's `overrides`: a mapping of dotted keys whose JSON schema lists every params.yaml
+# key with its type and comment (flows/form.py), generated from the params schema at import.
+Overrides = Annotated[
+    dict[str, Any],
+    Field(json_schema_extra=overrides_json_schema(schema(), workspace_root() / "params.yaml")),
+]
+
+
 @flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
 def retrain(
-    # A non-optional dict: Prefect's default (V2) Run form offers JSON input only for that.
-    overrides: dict[str, Any] = {},  # noqa: B006 - never mutated; Prefect validates a copy
-    source: str | None = None,
-    approval: Policy | None = None,
+    # A non-optional dict: Prefect's default (V2) Run form offers input only for that.
+    overrides: Overrides = {},  # noqa: B006 - never mutated; Prefect validates a copy
+    source: str = "",
+    approval: Approval = KEEP,
 ) -> dict[str, Any]:
     """Reproduce the DVC pipeline stage by stage.
 
     Args:
         overrides: params.yaml keys to change for this run, e.g. {"train.epochs": 3}; recorded as
             a DVC experiment named after the flow run. Unknown keys fail the run before any stage.
-        source: shorthand for the override `ingest.source` (an image directory).
-        approval: shorthand for the override `agreement.policy` (fail | warn | approval).
+        source: an image directory for this run (the override `ingest.source`); empty: params.yaml.
+        approval: the override `agreement.policy` (fail | warn | approval); params.yaml: keep.
     """
     clock = Phases()
     logger = get_run_logger()
+    parent: ParentRun | None = None
+    alerts: list[str] = []
     guard_temporary_server()  # it must not outlive this process, however it ends
     root = workspace_root()
     params_file = root / "params.yaml"
-    requested = requested_overrides(overrides, source, approval)
+    requested = changed_only(params_file, requested_overrides(overrides, source, approval))
     effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
     dag = load_dag(root)
     cfg.check_stages(dag.order)
@@ -158,36 +175,19 @@ def retrain(
                 snapshot = WorkspaceSnapshot(root, ["params.yaml", "dvc.lock", *uncached])
                 write_overrides(params_file, requested)
             try:
-                with parent_run(
-                    name=run_name,
-                    root=root,
-                    experiment=experiment,
-                    flow_run_id=str(flow_run.get_id()),
-                    params=requested,
-                ) as parent:
-                    create_link_artifact(
-                        link=parent.url(cfg.mlflow_ui),
-                        link_text=f"MLflow run {run_name}",
-                        key="mlflow-run",
-                        description="the MLflow parent run of this flow run",
-                    )
-                    clock.mark("mlflow")
-                    stale = set(stale_stages(root))
-                    clock.mark("dvc status")
-                    results = run_dag(
-                        dag,
-                        stale,
-                        root=root,
-                        cfg=cfg,
-                        params=effective,
-                        parent_run_id=parent.run_id,
-                    )
+                check_source(root, effective)  # before DVC hashes it: a FIFO would hang DVC
+                stale = set(stale_stages(root))
+                clock.mark("dvc status")
+                if not stale:  # a no-op run: no MLflow run, nothing to record
+                    results = run_dag(dag, stale, root=root, cfg=cfg, params=effective,
+                                      parent_run_id=None)  # fmt: skip
+                    logger.info("nothing changed: no MLflow run, nothing recorded")
                     clock.mark("stages")
-                    if experiment:
-                        save_experiment(root, experiment, uncached)
-                        logger.info("recorded DVC experiment %s (dvc exp show / apply)", experiment)
-                        clock.mark("dvc exp save")
-                    parent.log_stage_seconds({r.name: r.seconds for r in results if r.changed})
+                else:
+                    results, parent, alerts = changing_run(
+                        dag, stale, root=root, cfg=cfg, params=effective, run_name=run_name,
+                        experiment=experiment, requested=requested, uncached=uncached, clock=clock,
+                    )  # fmt: skip
             finally:
                 if snapshot is not None:
                     for warning in snapshot.restore():
@@ -195,7 +195,7 @@ def retrain(
                     clock.mark("restore workspace")
 
     rows = [r.row() for r in results]
-    publish_summary(rows)
+    publish_summary(rows, alerts=alerts, root=root)
     clock.mark("summary")
     waited = clock.phases["wait for workspace"]
     wall = clock.total() - waited
@@ -213,10 +213,97 @@ def retrain(
         "phases_s": clock.phases,
         "waited_for_workspace_s": waited,
         "experiment": experiment,
-        "mlflow_run_id": parent.run_id,
-        "mlflow_url": parent.url(cfg.mlflow_ui),
+        "alerts": alerts,
+        "mlflow_run_id": parent.run_id if parent else None,
+        "mlflow_url": parent.url(cfg.mlflow_ui) if parent else None,
         "prefect_url": flow_run.get_flow_run_ui_url(),
     }
+
+
+def check_source(root: Path, params: dict[str, Any]) -> None:
+    """InputError when `ingest.source` holds entries DVC cannot hash (edge_pipeline.quality).
+
+    Ingest quarantines FIFOs, sockets, devices, dangling links and links leaving the source, but
+    DVC hashes the source (a dependency of ingest) first: it blocks forever reading a FIFO and
+    fails on a dangling link. So the run fails here, before `dvc status`, naming every entry;
+    a generated .dvcignore would instead change what DVC hashes behind the person's back.
+    """
+    from edge_pipeline.quality.sources import special_entries
+
+    source = (params.get("ingest") or {}).get("source")
+    path = root / source if source else None
+    if path is None or not path.is_dir():
+        return
+    found = special_entries(path)
+    if found:
+        shown = ", ".join(f"{rel} ({why})" for rel, why in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise InputError(
+            f"params.yaml ingest.source={source}: {len(found)} entries"
+            f" that DVC cannot hash (a FIFO would hang it, a dangling link fails it): "
+            f"{shown}{more}. Remove them or move them out of {source}, then run again; "
+            "nothing was run."
+        )
+
+
+def changing_run(
+    dag: Dag,
+    stale: set[str],
+    *,
+    root: Path,
+    cfg: Orchestration,
+    params: dict[str, Any],
+    run_name: str,
+    experiment: str | None,
+    requested: dict[str, Any],
+    uncached: list[str],
+    clock: Phases,
+) -> tuple[list[StageResult], ParentRun, list[str]]:
+    """A run with stale stages: MLflow parent, stages, alerts, record on a branch, DVC push."""
+    logger = get_run_logger()
+    with parent_run(
+        name=run_name,
+        root=root,
+        experiment=experiment,
+        flow_run_id=str(flow_run.get_id()),
+        params=requested,
+    ) as parent:
+        create_link_artifact(
+            link=parent.url(cfg.mlflow_ui),
+            link_text=f"MLflow run {run_name}",
+            key="mlflow-run",
+            description="the MLflow parent run of this flow run",
+        )
+        clock.mark("mlflow")
+        results = run_dag(
+            dag, stale, root=root, cfg=cfg, params=params, parent_run_id=parent.run_id
+        )
+        clock.mark("stages")
+        alerts = [
+            reason
+            for r in results
+            if r.changed
+            for reason in emit_alerts(
+                dag.stages[r.name], root=root, cfg=cfg.alerts, flow_run=run_name
+            )  # fmt: skip
+        ]
+        for alert in alerts:
+            logger.warning("ALERT %s", alert)
+        branch = cfg.record_branch_prefix + experiment_name(run_name)
+        record = record_run(root, branch=branch, message=f"retrain run {run_name}",
+                            uncached=uncached)  # fmt: skip
+        parent.record(commit=record.commit, branch=record.branch, pushed=record.pushed,
+                      experiment=experiment)  # fmt: skip
+        log = logger.info if record.pushed.startswith("outputs pushed") else logger.warning
+        log("recorded as %s on branch %s; %s", record.commit[:12] or "(nothing)",
+            record.branch or "-", record.pushed)  # fmt: skip
+        clock.mark("record")
+        if experiment:
+            save_experiment(root, experiment, uncached)
+            logger.info("recorded DVC experiment %s (dvc exp show / apply)", experiment)
+            clock.mark("dvc exp save")
+        parent.log_stage_seconds({r.name: r.seconds for r in results if r.changed})
+    return results, parent, alerts
 
 
 def build_flow(cfg: Orchestration) -> Any:
@@ -265,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     harden_temporary_server()
     exit_promptly_on_ctrl_c()
-    out = build_flow(cfg)(overrides=overrides, source=args.source, approval=args.approval)
+    out = build_flow(cfg)(
+        overrides=overrides, source=args.source or "", approval=args.approval or KEEP
+    )
     print(where_to_look(out, root))
     return 0
 
@@ -303,7 +392,8 @@ def where_to_look(out: dict[str, Any], root: Path) -> str:
     lines = [
         "",
         f"Prefect UI   {prefect}",
-        f"MLflow run   {out['mlflow_url']}  (`make mlflow-ui` serves the local store)",
+        f"MLflow run   {out['mlflow_url'] or '(none: nothing changed)'}"
+        "  (`make mlflow-ui` serves the local store)",
         "DVC          dvc metrics show; dvc plots show; dvc exp show",
         "Reports      " + ("\n             ".join(reports) if reports else "(none yet)"),
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -41,6 +43,14 @@ LOCK_ERRORS = ("Unable to acquire lock", "is busy, it is being blocked by")
 LOCK_RETRIES = 5
 KILL_GRACE_S = watchdog.GRACE_S
 TAIL_LINES = 40
+# A stage's log line (edge_pipeline/core/logs.py: "<time> <stage> LEVEL msg"), DVC's "WARNING: "
+# and Python's "UserWarning: " lines: their level in the Prefect log.
+_LEVEL = re.compile(
+    r"^(?:\d{4}-\d\d-\d\d[ T][\d:,.]+ \S+ (?P<stage>WARNING|ERROR|CRITICAL) "
+    r"|(?P<dvc>WARNING|ERROR): |.*\b\w*(?P<py>Warning): )"
+)
+# DVC's advice after every stage; the flow pushes itself (flows/record.py), so it is dropped.
+BOILERPLATE = ("Use `dvc push` to send your updates to remote storage.",)
 # How `dvc repro` reports the exit status of a stage command that failed (dvc/stage/exceptions.py).
 _STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)")
 
@@ -188,6 +198,25 @@ def run_command(
     return code, list(tail)
 
 
+def line_level(line: str) -> int:
+    """The logging level of a stage's output line: WARNING/ERROR lines stand out in Prefect."""
+    match = _LEVEL.match(line)
+    if match is None:
+        return logging.INFO
+    word = match.group("stage") or match.group("dvc") or "WARNING"
+    return logging.WARNING if word == "WARNING" else logging.ERROR
+
+
+def stage_logger(logger: logging.LoggerAdapter[Any], stage: str) -> Callable[[str], None]:
+    """on_line for `repro`: each line at its level, prefixed with the stage; boilerplate dropped."""
+
+    def on_line(line: str) -> None:
+        if line.strip() not in BOILERPLATE:
+            logger.log(line_level(line), "%s | %s", stage, line)
+
+    return on_line
+
+
 def stage_env(root: Path, parent_run_id: str | None) -> dict[str, str]:
     """The stage's environment: ours, this interpreter's bin first on PATH, the MLflow parent id."""
     env = dict(os.environ)
@@ -257,7 +286,7 @@ def run_stage(
             root=root,
             env=stage_env(root, parent_run_id),
             timeout_s=timeout_s,
-            on_line=lambda line: logger.info("%s | %s", stage.name, line),
+            on_line=stage_logger(logger, stage.name),
         )
         ended = time.time()
     worker = f"{socket.gethostname()}/{os.getpid()}"

@@ -5,7 +5,9 @@ outputs, and writes out/<name>.txt (cached), reports/<name>/report.md (cached) a
 metrics/<name>.json (cache: false, with its start/end times). Params make it misbehave on purpose:
 `fail_once: <marker path>` fails the first run only, `fail: <text>` always fails, `exit_code: n`
 exits with status n (78: bad params, 65: bad input), `sleep: s` waits, `gate: <verdict>` is written
-to the metrics, `mlflow: true` logs an MLflow run via edge_pipeline.core.tracking.
+to the metrics, `alert: <reason>` writes `alert: true` and `alert_reason` (as register does),
+`mlflow: true` logs an MLflow run via edge_pipeline.core.tracking. With `ingest: {source: dir}`
+stage `a` depends on that directory, as the real ingest stage depends on `ingest.source`.
 
 `TinyParams` is the schema of its params.yaml: the flow validates a workspace's params with the
 class named by PIPELINE_PARAMS_SCHEMA (flows/config.py), so flow tests set it to `SCHEMA`.
@@ -38,13 +40,21 @@ class TinyStage(Section):
     fail_once: str | None = None
     exit_code: int | None = None
     gate: str | None = None
+    alert: str | None = None
     policy: str | None = None
     mlflow: bool = False
+
+
+class TinyIngest(Section):
+    """Optional: a source directory stage `a` depends on (flows/retrain.py checks it)."""
+
+    source: str
 
 
 class TinyParams(Section):
     """The tiny pipeline's params.yaml."""
 
+    ingest: TinyIngest | None = None
     a: TinyStage
     b: TinyStage
     c: TinyStage
@@ -85,6 +95,8 @@ with run as mlflow:
     metrics = {"value": p["value"], "start": start, "end": time.time()}
     if "gate" in p:
         metrics["gate"] = p["gate"]
+    if p.get("alert"):
+        metrics.update(alert=True, alert_reason=p["alert"])
     Path("metrics").mkdir(exist_ok=True)
     Path(f"metrics/{name}.json").write_text(json.dumps(metrics))
     if mlflow:
@@ -94,12 +106,13 @@ with run as mlflow:
 UPSTREAM = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
 
 
-def dvc_yaml() -> dict[str, Any]:
+def dvc_yaml(source: str | None = None) -> dict[str, Any]:
     stages = {}
     for name, inputs in UPSTREAM.items():
+        extra = [source] if source and name == "a" else []
         stages[name] = {
             "cmd": f"python stage.py {name}",
-            "deps": ["stage.py", *[f"out/{i}.txt" for i in inputs]],
+            "deps": ["stage.py", *extra, *[f"out/{i}.txt" for i in inputs]],
             "params": [name],
             "outs": [f"out/{name}.txt", f"reports/{name}"],
             "metrics": [{f"metrics/{name}.json": {"cache": False}}],
@@ -133,19 +146,30 @@ def dvc(root: Path, *args: str) -> str:
     return run(root, sys.executable, "-m", "dvc", *args)
 
 
-def make_repo(root: Path, params: dict[str, Any] | None = None) -> Path:
-    """Create the repository at `root` (params deep-merged into base_params) and commit it."""
+def make_repo(
+    root: Path, params: dict[str, Any] | None = None, *, remote: Path | None = None
+) -> Path:
+    """Create the repository at `root` (params deep-merged into base_params) and commit it.
+
+    `remote`: a directory made the default DVC remote (`dvc remote add -d local <remote>`).
+    """
     merged = base_params()
     for section, values in (params or {}).items():
         merged.setdefault(section, {}).update(values)
     root.mkdir(parents=True, exist_ok=True)
     (root / "stage.py").write_text(STAGE_PY)
-    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(), sort_keys=False))
+    source = (merged.get("ingest") or {}).get("source")
+    if source:
+        (root / source).mkdir(parents=True, exist_ok=True)
+        (root / source / "img.txt").write_text("an image\n")
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(source), sort_keys=False))
     (root / "params.yaml").write_text("# tiny pipeline\n" + yaml.safe_dump(merged, sort_keys=False))
     run(root, "git", "init", "-q", "-b", "main")
     run(root, "git", "config", "user.email", "test@example.com")
     run(root, "git", "config", "user.name", "test")
     dvc(root, "init", "-q")
+    if remote is not None:
+        dvc(root, "remote", "add", "-d", "local", str(remote))
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "tiny pipeline")
     return root

@@ -77,6 +77,16 @@ class Schedule(Section):
         return v
 
 
+class Alerts(Section):
+    """Alerts of a stage's metrics (`alert: true`, `alert_reason`) as Prefect events + a notice."""
+
+    event: str = Field("edge-pipeline.alert", min_length=1)  # the Prefect event per alert
+    # where `make serve`'s automation sends each alert; null = events only, no notification
+    webhook_url: str | None = None
+    # webhook: JSON POST {"subject", "body"}; slack: a Slack incoming-webhook URL
+    kind: Literal["webhook", "slack"] = "webhook"
+
+
 class Orchestration(Section):
     """The Prefect flow over dvc.yaml (flows/retrain.py)."""
 
@@ -97,6 +107,9 @@ class Orchestration(Section):
     dask_address: str | None = None  # Dask scheduler address (tcp://host:8786); null = local
     # where MLflow links point when MLFLOW_TRACKING_URI is not an http(s) server
     mlflow_ui: str = "http://127.0.0.1:5000"
+    alerts: Alerts = Alerts()  # stage alerts (register: failed gate, worse challenger, drop)
+    # a run that changed outputs is committed on branch <prefix><run name> and `dvc push`ed
+    record_branch_prefix: str = Field("runs/", min_length=1)
 
     def policy(self, stage: str) -> StagePolicy:
         """The stage's policy: its own entry, else its `foreach` group's (`bench@x` -> `bench`)."""

@@ -92,3 +92,12 @@ def test_schema_can_be_named_for_another_workspace(monkeypatch):
     monkeypatch.setenv(SCHEMA_ENV, "tests.flows_repo:Nope")
     with pytest.raises(ConfigError, match="use module:Class"):
         schema()
+
+
+def test_overrides_equal_to_params_yaml_are_no_overrides(tmp_path):
+    from flows.config import changed_only
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  epochs: 8\n  hflip: false\nagreement:\n  policy: warn\n")
+    sent = {"train.epochs": 8, "train.hflip": False, "agreement.policy": "approval", "x.y": 1}
+    assert changed_only(params, sent) == {"agreement.policy": "approval", "x.y": 1}

@@ -35,8 +35,9 @@ def test_nightly_takes_cron_and_timezone_from_params_and_on_demand_has_no_schedu
     assert on_demand.schedules == []
     for d in (nightly, on_demand):
         assert d.entrypoint == "flows/retrain.py:retrain"
-        assert d.concurrency_limit == 1
-        assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
+        # no deployment concurrency limit: Prefect frees its slot when a run pauses for approval
+        # and then kills the paused run (410 Gone); the workspace file lock keeps runs apart
+        assert d.concurrency_limit is None
         # the UI's Run form edits these
         props = d._parameter_openapi_schema.properties
         assert {"overrides", "source", "approval"} == set(props)
@@ -57,7 +58,7 @@ def test_prefect_yaml_declares_the_same_deployments_and_no_second_schedule():
         "orchestration"]["schedule"]["cron"]  # fmt: skip
     for d in deployments.values():
         assert d["entrypoint"] == "flows/retrain.py:retrain"
-        assert d["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+        assert "concurrency_limit" not in d
         assert d["work_pool"]["name"] == "edge-pipeline"
 
 
@@ -81,3 +82,24 @@ def test_server_health_check(tmp_path):
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     assert not server_healthy(f"http://127.0.0.1:{free}/api", timeout_s=0.5)
+
+
+def test_the_run_form_lists_every_params_key_with_its_comment_and_plain_selects():
+    from edge_pipeline.config import Params
+
+    _, on_demand = build_deployments(committed_orchestration())
+    props = on_demand._parameter_openapi_schema.model_dump()["properties"]
+    overrides = props["overrides"]
+    keys = overrides["properties"]
+    assert overrides["additionalProperties"] is False and overrides["default"] == {}
+    assert len(keys) > 150 and {"train.epochs", "orchestration.alerts.webhook_url"} <= set(keys)
+    assert all("." in k for k in keys)  # leaves only, as dotted keys
+    epochs = keys["train.epochs"]
+    assert epochs["type"] == "integer" and epochs["minimum"] == 1
+    assert "params.yaml: 8" in epochs["description"] and "default" not in epochs
+    assert keys["agreement.policy"]["enum"] == ["fail", "warn", "approval"]
+    assert all(k.split(".")[0] in Params.model_fields for k in keys)
+    # approval: a plain select whose first choice changes nothing; source: a plain text
+    assert props["approval"]["enum"] == ["params.yaml", "fail", "warn", "approval"]
+    assert props["approval"]["default"] == "params.yaml" and "anyOf" not in props["approval"]
+    assert props["source"] == {**props["source"], "type": "string", "default": ""}

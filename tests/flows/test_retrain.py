@@ -3,8 +3,10 @@ Prefect server (prefect_test_harness) and a temporary MLflow store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from flows.config import SCHEMA_ENV
-from tests.flows_repo import SCHEMA, dvc, make_repo
+from tests.flows_repo import SCHEMA, dvc, make_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +101,8 @@ def test_diamond_runs_in_dvc_order_concurrently_and_noop_rerun_starts_nothing(ti
     again = retrain(root)
     assert {s["status"] for s in again["stages"]} == {"up to date"}
     assert again["stage_busy_s"] == 0.0
+    # a run that changed outputs has its MLflow parent run; a no-op run creates none
+    assert out["mlflow_run_id"] and again["mlflow_run_id"] is None
     assert {p: p.stat().st_mtime_ns for p in (root / "out").iterdir()} == before
 
 
@@ -351,3 +355,59 @@ def test_concurrent_runs_take_turns_on_the_workspace(tiny):
     }
     assert values == {outs[21]["experiment"]: 21, outs[22]["experiment"]: 22}
     assert yaml.safe_load((root / "params.yaml").read_text())["b"]["value"] == 2
+
+
+def test_a_fifo_in_the_ingest_source_fails_the_run_before_dvc_hangs(tiny):
+    root = tiny(ingest={"source": "src"})
+    os.mkfifo(root / "src" / "pipe.png")
+
+    def unblock_a_hung_reader() -> None:  # keeps the test bounded if DVC reads the FIFO after all
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not done.is_set():
+            time.sleep(0.5)
+        if not done.is_set():
+            with contextlib.suppress(OSError):
+                os.close(os.open(root / "src" / "pipe.png", os.O_WRONLY | os.O_NONBLOCK))
+
+    done = threading.Event()
+    guard = threading.Thread(target=unblock_a_hung_reader, daemon=True)
+    guard.start()
+    start = time.monotonic()
+    try:
+        state = retrain(root, return_state=True)
+    finally:
+        done.set()
+    assert time.monotonic() - start < 60, "the flow waited for the FIFO"
+    assert state.is_failed()
+    assert "ingest.source=src: 1 entries that DVC cannot hash" in state.message
+    assert "pipe.png (special_file)" in state.message
+    assert not (root / "out").exists()  # no stage ran
+
+
+def test_a_recorded_run_is_reproduced_in_a_fresh_clone_from_its_mlflow_description(tiny, tmp_path):
+    tiny()  # the environment: Prefect server, MLflow store, the tiny schema
+    remote = tmp_path / "dvc-remote"
+    root = make_repo(tmp_path / "recorded", remote=remote)
+    out = retrain(root, overrides={"b.value": 20})
+    [parent] = mlflow_runs(f"attributes.run_id = '{out['mlflow_run_id']}'")
+    note = parent.data.tags["mlflow.note.content"]
+    command = re.search(r"git checkout (\w+) && dvc pull && dvc repro", note)
+    assert command, note
+    commit = command.group(1)
+    assert parent.data.tags["run_commit"] == commit
+    assert run_git(root, "rev-parse", parent.data.tags["run_branch"]) == commit
+    assert "outputs pushed to the DVC remote 'local'" in note
+    # the workspace itself is back on the committed params
+    assert yaml.safe_load((root / "params.yaml").read_text())["b"]["value"] == 2
+
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(root), str(clone))
+    run(clone, "git", "checkout", "-q", commit)
+    dvc(clone, "pull")
+    assert "Data and pipelines are up to date" in dvc(clone, "repro")  # all restored by the pull
+    assert (clone / "out" / "d.txt").read_text() == "a=1;b=20;a=1;c=3;d=4;"
+    recorded = {s: metrics(clone, s)["value"] for s in "abcd"}
+    assert recorded == {"a": 1, "b": 20, "c": 3, "d": 4}
+    dvc(clone, "repro", "--force")  # and computing it again gives the same figures
+    assert {s: metrics(clone, s)["value"] for s in "abcd"} == recorded
+    assert (clone / "out" / "d.txt").read_text() == "a=1;b=20;a=1;c=3;d=4;"

@@ -7,9 +7,9 @@ does (tests/serve_on_demand.py) over the tiny diamond pipeline of tests/flows_re
 override, submits it, and checks that the run completed with the override applied: in the flow
 run's parameters and in the DVC experiment the run recorded.
 
-Prefect 3.9 opens its new (V2) UI at `/`, whose Run form cannot edit an optional dict parameter
-(`overrides: dict | None` has no JSON input there); the classic UI (`/deployments`, or "Switch to
-V1 UI" in the sidebar) can: the menu next to `overrides` > "Use JSON input". The test uses that.
+Prefect 3.9 opens its new (V2) UI at `/`; the test uses the classic UI (`/deployments`, or "Switch
+to V1 UI" in the sidebar), whose Run form draws `overrides` as one field per params key (its JSON
+schema comes from the params schema, flows/form.py): the test fills the field `b.value`.
 On failure a screenshot is saved as ui-failure.png in the test's tmp_path.
 """
 
@@ -106,13 +106,16 @@ def on_demand_id(api: str, deadline: float) -> str:
 
 def wait_for_run(api: str, deployment_id: str, deadline: float) -> dict[str, Any]:
     """Poll the API until the deployment's (only) flow run is in a terminal state."""
+    from prefect.client.orchestration import SyncPrefectClient
+
     query = {"deployments": {"id": {"any_": [deployment_id]}}}
     runs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        runs = httpx.post(f"{api}/flow_runs/filter", json=query, timeout=10).json()
-        if runs and runs[0]["state_type"] in TERMINAL:
-            return runs[0]
-        time.sleep(1.0)
+    with SyncPrefectClient(api) as client:  # a POST needs the CSRF token, which it fetches
+        while time.monotonic() < deadline:
+            runs = client.request("POST", "/flow_runs/filter", json=query).json()
+            if runs and runs[0]["state_type"] in TERMINAL:
+                return runs[0]
+            time.sleep(1.0)
     state = runs[0]["state_type"] if runs else "no flow run at all"
     raise AssertionError(f"the flow run did not finish in time ({state})")
 
@@ -127,6 +130,12 @@ def parameter(page: Any, name: str) -> Any:
     for other in PARAMETERS - {name}:
         block = block.filter(has_not=page.get_by_text(f"{other} (Optional)", exact=True))
     return block.filter(has=page.locator("textarea")).last.locator("textarea")
+
+
+def override_field(page: Any, key: str) -> Any:
+    """The input of one params key inside the `overrides` form: its innermost labelled block."""
+    label = page.locator(".p-label").filter(has=page.get_by_text(f"{key} (Optional)", exact=True))
+    return label.last.locator("input, textarea").first
 
 
 @pytest.fixture
@@ -184,9 +193,10 @@ def test_on_demand_run_from_the_ui_form_applies_the_override(
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").click()
             page.get_by_text("Validate parameters").wait_for()
-            # `overrides` is a plain mapping, so the form shows a JSON editor for it (holding {})
-            parameter(page, "overrides").fill(json.dumps(OVERRIDE))
-            expect(parameter(page, "overrides")).to_have_value(json.dumps(OVERRIDE))
+            # `overrides` lists every params key as a field (flows/form.py): fill `b.value`
+            field = override_field(page, "b.value")
+            field.fill(str(OVERRIDE["b.value"]))
+            expect(field).to_have_value(str(OVERRIDE["b.value"]))
             page.get_by_role("button", name="Submit").click()
             # a created run takes the UI back to the deployment's page
             expect(page).not_to_have_url(re.compile(r"/run(\?|$)"), timeout=120_000)
@@ -206,7 +216,9 @@ def test_on_demand_run_from_the_ui_form_applies_the_override(
         finally:
             browser.close()
 
-    assert run["parameters"]["overrides"] == OVERRIDE
+    # the form also sends its boolean fields (false = params.yaml's value: no override)
+    sent = run["parameters"]["overrides"]
+    assert {k: v for k, v in sent.items() if v is not False} == OVERRIDE
     assert "workspace" not in run["parameters"]
     # the run was recorded as a DVC experiment named after it, with the override in its params
     # and in what its stages produced ...
