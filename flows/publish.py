@@ -128,16 +128,10 @@ def _related(root: Path, path: str) -> dict[str, str]:
 
 
 def summary_markdown(root: Path, *, alerts: list[str]) -> str:
-    """The run's one page: `build_summary(workspace)` of edge_pipeline.artifacts.run_summary when
-    that module exists, then what was alerted and why."""
-    try:
-        from edge_pipeline.artifacts.run_summary import build_summary  # type: ignore[import-not-found]
-    except ImportError:
-        page = ""
-    else:
-        page = build_summary(root)
-    lines = [page.rstrip(), ""] if page else []
-    lines += ["## Alerts", ""]
+    """The run's one page (edge_pipeline.artifacts.run_summary), then the alert events it sent."""
+    from edge_pipeline.artifacts.run_summary import build, markdown
+
+    lines = [markdown(build(root)).rstrip(), "", "## Alert events sent", ""]
     lines += [f"- {a}" for a in alerts] or ["None in this run."]
     return "\n".join(lines)
 
