@@ -39,7 +39,9 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             parts.pop(0)  # the mapping's key: the value type is the section
             sub, args = args[1], ()
         candidates = [sub, *args]
-        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        sub = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if sub is None:
             return []
         model = sub

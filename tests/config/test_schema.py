@@ -52,7 +52,9 @@ def test_a_misspelt_key_names_the_closest_valid_one(
     raw[section][key] = raw[section].get(close)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=rf"{section}\.{key}: not an option; did you mean {close}"):
+    with pytest.raises(
+        ConfigError, match=rf"{section}\.{key}: not an option; did you mean {close}"
+    ):
         load_section(section, path)
     with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
         load_params(path)
