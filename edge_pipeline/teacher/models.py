@@ -8,7 +8,8 @@ Adaptations (`build_teacher`):
   stride-1 conv and ResNets lose their first max-pool (the CIFAR recipe, x1), `stride2` a 3x3
   stride-2 conv without the max-pool (x1/2), `imagenet` torchvision's own (x1/4); `auto` picks the
   largest shrink that leaves the first block at least `MIN_BLOCK_PX` on a side (16 px -> full,
-  28 px -> stride2, 96 px -> imagenet), since MACs grow with the area the blocks see.
+  28 px -> stride2, 96 px -> imagenet), since MACs grow with the area the blocks see. (The
+  MobileNets' and EfficientNet's own stem shrinks x1/2: there `imagenet` equals `stride2`.)
 - `width` scales every layer's channels (ResNets and MobileNetV2/V3; rounded to multiples of 8),
   the cheap way to fit the teacher to a small data set or a small budget.
 - C != 3 input channels: the stem conv is rebuilt for C; with pretrained weights its RGB kernels are
