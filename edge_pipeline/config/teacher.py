@@ -49,12 +49,12 @@ class Train(Section):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     # cpu | cuda | auto (a GPU when torch sees one); determinism is checked on CPU
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    # CE weighted by data/resample/class_weights.json; for resample.method none | class_weight
-    # (SMOTE already balances)
+    # CE weighted by data/resample/class_weights.json; with sampler: shuffle and resample.method
+    # none | class_weight (SMOTE already balances)
     use_class_weights: StrictBool = False
-    # shuffle: each train row once an epoch | balanced: rows drawn with class-balanced weights
-    # (seeded), as many an epoch as there are real (not synthetic) train rows
-    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    # shuffle (each train row once an epoch) | balanced (class-balanced draws, seeded, as many an
+    # epoch as there are real train rows)
+    sampler: Literal["shuffle", "balanced"] = "balanced"
     augment: Augment = Augment()  # torchvision transforms.v2, per training image
     # torch CPU threads; null = the cores this process may run on (os.sched_getaffinity)
     threads: int | None = Field(None, ge=1, le=256)
@@ -70,7 +70,7 @@ class Train(Section):
             raise ValueError("train.weights (pretrained) needs train.width: 1.0")
         if self.sampler == "balanced" and self.use_class_weights:
             raise ValueError(
-                "train.sampler: balanced already balances the classes; "
-                "set train.use_class_weights: false"
+                "train.sampler: balanced already balances the classes; set "
+                "train.use_class_weights: false, or train.sampler: shuffle to weight the loss"
             )
         return self
