@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, model_validator
 
 from edge_pipeline.config.base import Augment, Section
 
@@ -34,6 +34,11 @@ class Train(Section):
     # null = from scratch, or a torchvision name (e.g. ResNet18_Weights.IMAGENET1K_V1) already in
     # the torch hub cache
     weights: str | None = None
+    # how much the stem shrinks the image: auto | full (x1) | stride2 (x1/2) | imagenet (x1/4);
+    # auto leaves the first block >= 14 px on a side (16 px -> full, 28 -> stride2, 96 -> imagenet)
+    stem: Literal["auto", "full", "stride2", "imagenet"] = "auto"
+    # channel multiplier of every layer (ResNets, MobileNets); 1.0 = torchvision's network
+    width: float = Field(1.0, ge=0.125, le=4)
     # upper bound; early stopping may end sooner (time: benchmarks/bench_train.py)
     epochs: int = Field(8, ge=1, le=1000)
     batch_size: int = Field(64, ge=2, le=4096)  # 2+: BatchNorm cannot train on a batch of one
@@ -44,11 +49,28 @@ class Train(Section):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     # cpu | cuda | auto (a GPU when torch sees one); determinism is checked on CPU
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    # CE weighted by data/resample/class_weights.json; for resample.method none | class_weight
-    # (SMOTE already balances)
+    # CE weighted by data/resample/class_weights.json; with sampler: shuffle and resample.method
+    # none | class_weight (SMOTE already balances)
     use_class_weights: StrictBool = False
+    # shuffle (each train row once an epoch) | balanced (class-balanced draws, seeded, as many an
+    # epoch as there are real train rows)
+    sampler: Literal["shuffle", "balanced"] = "balanced"
     augment: Augment = Augment()  # torchvision transforms.v2, per training image
-    threads: int | None = Field(None, ge=1, le=256)  # torch CPU threads; null = torch's default
+    # torch CPU threads; null = the cores this process may run on (os.sched_getaffinity)
+    threads: int | None = Field(None, ge=1, le=256)
+    # DataLoader worker processes (augmentation beside the compute); 0 = in-process
+    workers: int = Field(0, ge=0, le=64)
     onnx_opset: int = Field(18, ge=18, le=23)  # teacher.onnx (torch.export-based exporter, 18+)
     # fail the stage unless teacher.onnx picks torch's class on at least this share of test images
     onnx_min_top1_agreement: float = Field(1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Train:
+        if self.weights is not None and self.width != 1.0:
+            raise ValueError("train.weights (pretrained) needs train.width: 1.0")
+        if self.sampler == "balanced" and self.use_class_weights:
+            raise ValueError(
+                "train.sampler: balanced already balances the classes; set "
+                "train.use_class_weights: false, or train.sampler: shuffle to weight the loss"
+            )
+        return self

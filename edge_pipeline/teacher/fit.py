@@ -1,12 +1,18 @@
-"""The teacher's training loop: augmentation, class-weighted CE, AdamW + cosine, early stopping.
+"""The teacher's training loop: augmentation, class-weighted CE or a class-balanced sampler,
+AdamW + cosine, early stopping.
 
 `train_teacher(p, d)` builds the `train.arch` network for the fit sets and runs `fit`;
 `setup_device` picks the device and torch's CPU threads from the `train` section.
 
-Deterministic on CPU: `deterministic(seed)` seeds torch and switches on deterministic algorithms,
-the DataLoader shuffles with its own seeded generator and loads in-process (num_workers=0), and
-the per-sample augmentations draw from torch's seeded global generator, so two runs with the same
-params and thread count give identical weights and metrics.
+Deterministic on CPU: `deterministic(seed)` seeds torch and switches on deterministic algorithms;
+the sampler (shuffle or class-balanced) draws from its own seeded generator; the per-sample
+augmentations draw from torch's seeded global generator in-process (`workers: 0`) or, with
+workers, from per-worker generators seeded from that sampler's generator; so two runs with the same
+params, thread count and worker count give identical weights and metrics.
+On CUDA the same seeds are used but results are not bit-identical (docs/benchmarks.md).
+
+Memory: images stay the uint8 (N, H, W, C) arrays the loaders give (memory-mapped where they are
+files); the loader and `predict_logits` transpose one item or one batch at a time, never the set.
 """
 
 from __future__ import annotations
@@ -96,10 +102,9 @@ def deterministic(seed: int, *, strict: bool = True) -> Iterator[None]:
 def setup_device(name: str, *, threads: int | None = None) -> torch.device:
     """`cpu`, `cuda` (a ConfigError without a GPU) or `auto` (a GPU when torch sees one).
 
-    `threads` sets torch's CPU threads; None keeps torch's default (all cores).
+    `threads` sets torch's CPU threads; None uses the cores this process may run on.
     """
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -108,20 +113,43 @@ def setup_device(name: str, *, threads: int | None = None) -> torch.device:
 
 
 def to_nchw(x: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> uint8 tensor (N, C, H, W)."""
+    """uint8 (N, H, W, C) -> uint8 tensor (N, C, H, W) (a copy of just these N images)."""
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 class _Images(torch.utils.data.Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: v2.Transform | None) -> None:
-        self.x, self.y, self.transform = x, y, transform
+    """uint8 (N, H, W, C) images (in memory or memory-mapped), read one (C, H, W) item at a time."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, transform: v2.Transform | None) -> None:
+        self.x, self.y, self.transform = x, torch.from_numpy(y), transform
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = self.x[i]
+        img = torch.from_numpy(np.ascontiguousarray(self.x[i].transpose(2, 0, 1)))
         return (self.transform(img) if self.transform else img), self.y[i]
+
+
+def make_sampler(
+    y: np.ndarray, kind: str, *, num_samples: int, generator: torch.Generator
+) -> torch.utils.data.Sampler:
+    """`shuffle`: each of the N rows once per epoch; `balanced`: `num_samples` rows per epoch drawn
+    with replacement with weight 1 / (rows of its class), so each class is drawn equally often.
+
+    Args:
+        y: int (N,) labels.
+        kind: `train.sampler`.
+        num_samples: rows per epoch of `balanced` (the real train rows: synthetic copies add none).
+        generator: seeded; the only randomness of the draw.
+    """
+    if kind == "shuffle":
+        return torch.utils.data.RandomSampler(range(len(y)), generator=generator)
+    counts = np.bincount(y)
+    weights = torch.as_tensor(1.0 / counts[y], dtype=torch.double)
+    return torch.utils.data.WeightedRandomSampler(
+        weights, num_samples, replacement=True, generator=generator
+    )
 
 
 def predict_logits(
@@ -129,11 +157,10 @@ def predict_logits(
 ) -> np.ndarray:
     """float32 (N, K) logits of uint8 images (N, H, W, C), eval mode, no augmentation."""
     model.eval()
-    xt = to_nchw(x)
     out = []
     with torch.no_grad():
-        for i in range(0, len(xt), batch_size):
-            batch = xt[i : i + batch_size].to(device, torch.float32) / 255.0
+        for i in range(0, len(x), batch_size):
+            batch = to_nchw(x[i : i + batch_size]).to(device, torch.float32) / 255.0
             out.append(model(batch).float().cpu())
     return torch.cat(out).numpy()
 
@@ -154,6 +181,9 @@ def fit(
     augment: Augment,
     seed: int,
     device: torch.device,
+    sampler: str = "shuffle",
+    num_samples: int | None = None,
+    workers: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train `model` in place and leave it holding the epoch with the best validation macro-F1.
@@ -164,20 +194,24 @@ def fit(
         x_val, y_val: the same for the M validation images.
         class_weights: float (K,) cross-entropy weights, or None for plain CE.
         patience: stop after this many epochs without a better validation macro-F1.
+        sampler, num_samples: `make_sampler`'s kind and rows per epoch (None: N).
+        workers: DataLoader worker processes (0: load and augment in-process).
         on_epoch: called after each epoch with its row of `FitResult.history`
             (epoch, train_loss, val_macro_f1, val_acc, lr, seconds).
     """
     model.to(device)
-    data = _Images(
-        to_nchw(x_train), torch.from_numpy(y_train), augment_transform(augment, x_train.shape[1:3])
-    )
+    data = _Images(x_train, y_train, augment_transform(augment, x_train.shape[1:3]))
+    generator = torch.Generator().manual_seed(seed)
+    rows = make_sampler(y_train, sampler, num_samples=num_samples or len(data), generator=generator)
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=0,
-        drop_last=len(data) % batch_size == 1,  # BatchNorm cannot train on a batch of one
+        sampler=rows,
+        generator=generator,  # seeds the workers' augmentation
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=len(rows) % batch_size == 1,  # BatchNorm cannot train on a batch of one
     )
     weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None)
@@ -189,8 +223,8 @@ def fit(
         model.train()
         total, seen = 0.0, 0
         for xb, yb in loader:
-            xb = xb.to(device, torch.float32) / 255.0
-            yb = yb.to(device)
+            xb = xb.to(device, non_blocking=True).float() / 255.0
+            yb = yb.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             loss.backward()
@@ -269,13 +303,14 @@ def train_teacher(
     mean, std = input_stats(d["x_train"]) if p.weights is None else (None, None)
     model = build_teacher(
         p.arch, num_classes=k, in_channels=c, image_size=(h, w), weights=p.weights,
-        mean=mean, std=std,
+        stem=p.stem, width=p.width, mean=mean, std=std,
     )  # fmt: skip
     result = fit(
         model, d["x_train"], d["y_train"], d["x_val"], d["y_val"],
         epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
         patience=p.patience, class_weights=d["class_weights"] if p.use_class_weights else None,
-        augment=p.augment, seed=p.seed, device=device, on_epoch=on_epoch,
+        augment=p.augment, seed=p.seed, device=device, sampler=p.sampler,
+        num_samples=int((~d["synthetic"]).sum()), workers=p.workers, on_epoch=on_epoch,
     )  # fmt: skip
     logits = {s: predict_logits(model, d[f"x_{s}"], device=device) for s in SPLITS}
     return TrainedTeacher(model.cpu(), result, logits)

@@ -4,8 +4,14 @@ Layout: float32 (N, C, H, W) pixels x / 255 -> per-channel normalisation (buffer
 part of the state_dict) -> torchvision network -> (N, K) logits, no softmax.
 
 Adaptations (`build_teacher`):
-- images under `SMALL_INPUT_PX` on a side: the stem becomes a 3x3 stride-1 conv and ResNets lose
-  their first max-pool (the CIFAR recipe); otherwise 16x16 digits would be 1x1 after the stem.
+- the stem (`STEMS`) sets how much the image shrinks before the first block: `full` is a 3x3
+  stride-1 conv and ResNets lose their first max-pool (the CIFAR recipe, x1), `stride2` a 3x3
+  stride-2 conv without the max-pool (x1/2), `imagenet` torchvision's own (x1/4); `auto` picks the
+  largest shrink that leaves the first block at least `MIN_BLOCK_PX` on a side (16 px -> full,
+  28 px -> stride2, 96 px -> imagenet), since MACs grow with the area the blocks see. (The
+  MobileNets' and EfficientNet's own stem shrinks x1/2: there `imagenet` equals `stride2`.)
+- `width` scales every layer's channels (ResNets and MobileNetV2/V3; rounded to multiples of 8),
+  the cheap way to fit the teacher to a small data set or a small budget.
 - C != 3 input channels: the stem conv is rebuilt for C; with pretrained weights its RGB kernels are
   summed (C = 1) or tiled and rescaled, as timm does, so the stem's response keeps its scale.
 - the last linear layer is rebuilt for K classes.
@@ -39,7 +45,9 @@ ARCHS: dict[str, str] = {
     "mobilenet_v3_large": "mobilenet",
     "efficientnet_b0": "mobilenet",  # same layout: features[0][0] stem, classifier[-1] head
 }
-SMALL_INPUT_PX = 64
+STEMS = ("auto", "full", "stride2", "imagenet")
+MIN_BLOCK_PX = 14  # `auto`: the first block sees at least this many pixels on a side
+_SHRINK = {"full": 1, "stride2": 2, "imagenet": 4}
 
 
 class Teacher(nn.Module):
@@ -82,13 +90,24 @@ def _cached_state_dict(weights: Any) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _adapt_conv(conv: nn.Conv2d, in_channels: int, *, small: bool, pretrained: bool) -> nn.Conv2d:
-    """The stem conv for `in_channels`: a fresh 3x3 stride-1 one when `small`, else `conv` with
-    its pretrained kernels mapped to `in_channels` (a fresh one when there are none)."""
+def resolve_stem(stem: str, image_size: tuple[int, int]) -> str:
+    """`stem` itself, or for `auto` the one of `STEMS` that fits (H, W) (module docstring)."""
+    if stem != "auto":
+        return stem
+    fits = [s for s, f in _SHRINK.items() if min(image_size) // f >= MIN_BLOCK_PX]
+    return fits[-1] if fits else "full"
+
+
+def _adapt_conv(conv: nn.Conv2d, in_channels: int, *, stem: str, pretrained: bool) -> nn.Conv2d:
+    """The stem conv for `in_channels`: a fresh 3x3 one of stride 1 (`full`) or 2 (`stride2`),
+    else `conv` with its pretrained kernels mapped to `in_channels` (fresh without weights)."""
+    small = stem != "imagenet"
     if not small and in_channels == conv.in_channels:
         return conv
     kernel, stride, padding = (
-        ((3, 3), (1, 1), (1, 1)) if small else (conv.kernel_size, conv.stride, conv.padding)
+        ((3, 3), (_SHRINK[stem],) * 2, (1, 1))
+        if small
+        else (conv.kernel_size, conv.stride, conv.padding)
     )
     new = nn.Conv2d(
         in_channels, conv.out_channels, kernel, stride, padding, bias=conv.bias is not None
@@ -107,6 +126,43 @@ def _adapt_conv(conv: nn.Conv2d, in_channels: int, *, small: bool, pretrained: b
     return new
 
 
+def _channels(n: int, width: float) -> int:
+    return max(8, int(round(n * width / 8)) * 8)
+
+
+def _scale_resnet(net: torchvision.models.ResNet, width: float) -> None:
+    """Rebuild `net`'s stem and blocks with `width` x the channels (same depth and block type),
+    initialised as torchvision initialises a ResNet."""
+    block = type(net.layer1[0])
+    depths = [len(net.layer1), len(net.layer2), len(net.layer3), len(net.layer4)]
+    net.inplanes, net.dilation = _channels(64, width), 1
+    net.conv1 = nn.Conv2d(3, net.inplanes, 7, 2, 3, bias=False)
+    net.bn1 = nn.BatchNorm2d(net.inplanes)
+    for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True), 1):
+        stride = 1 if i == 1 else 2
+        setattr(net, f"layer{i}", net._make_layer(block, _channels(planes, width), depth, stride))
+    net.fc = nn.Linear(net.inplanes, 1000)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+
+
+def _base_net(arch: str, width: float) -> nn.Module:
+    """torchvision's `arch` (1000-class head, random init) with `width` x the channels."""
+    if width == 1.0:
+        return torchvision.models.get_model(arch, weights=None)
+    if arch.startswith("mobilenet"):
+        return torchvision.models.get_model(arch, weights=None, width_mult=width)
+    if ARCHS[arch] != "resnet":
+        raise ConfigError(f"params.yaml train.width={width}: {arch} has no width option; use 1.0")
+    net = torchvision.models.get_model(arch, weights=None)
+    _scale_resnet(net, width)
+    return net
+
+
 def build_teacher(
     arch: str,
     *,
@@ -114,6 +170,8 @@ def build_teacher(
     in_channels: int,
     image_size: tuple[int, int],
     weights: str | None = None,
+    stem: str = "auto",
+    width: float = 1.0,
     mean: list[float] | None = None,
     std: list[float] | None = None,
 ) -> Teacher:
@@ -123,30 +181,34 @@ def build_teacher(
         arch: one of `ARCHS`.
         num_classes: K.
         in_channels: C.
-        image_size: (H, W); under `SMALL_INPUT_PX` on a side switches on the small-input stem.
+        image_size: (H, W); picks the stem when `stem` is `auto`.
         weights: torchvision weights name (see `resolve_weights`), loaded from the local torch hub
-            cache only; None trains from scratch.
+            cache only; None trains from scratch. Needs `width` 1.0.
+        stem: one of `STEMS` (module docstring).
+        width: channel multiplier (1.0: torchvision's network).
         mean, std: C per-channel input stats; default the weights' own (pretrained) or 0.5 / 0.25.
     """
     if arch not in ARCHS:
         raise ConfigError(f"params.yaml train.arch={arch!r} is not one of {sorted(ARCHS)}")
     w = resolve_weights(arch, weights)
-    net = torchvision.models.get_model(arch, weights=None)  # 1000-class ImageNet head
+    if w is not None and width != 1.0:
+        raise ConfigError(f"params.yaml train.width={width}: pretrained weights need width 1.0")
+    net = _base_net(arch, width)  # 1000-class ImageNet head
     if w is not None:
         net.load_state_dict(_cached_state_dict(w))
         stats = w.transforms()
         # A grey channel stands for the sum of RGB, so it takes the RGB stats' average.
         mean = mean or _fit_stats(list(stats.mean), in_channels)
         std = std or _fit_stats(list(stats.std), in_channels)
-    small = min(image_size) < SMALL_INPUT_PX
+    stem = resolve_stem(stem, image_size)
     if ARCHS[arch] == "resnet":
-        net.conv1 = _adapt_conv(net.conv1, in_channels, small=small, pretrained=w is not None)
-        if small:
+        net.conv1 = _adapt_conv(net.conv1, in_channels, stem=stem, pretrained=w is not None)
+        if stem != "imagenet":
             net.maxpool = nn.Identity()
         net.fc = nn.Linear(net.fc.in_features, num_classes)
     else:
         net.features[0][0] = _adapt_conv(
-            net.features[0][0], in_channels, small=small, pretrained=w is not None
+            net.features[0][0], in_channels, stem=stem, pretrained=w is not None
         )
         net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, num_classes)
     return Teacher(net, mean or [0.5] * in_channels, std or [0.25] * in_channels)
@@ -203,6 +265,8 @@ def load_teacher(state_path: Path, meta: dict[str, Any]) -> Teacher:
         num_classes=len(meta["classes"]),
         in_channels=meta["in_channels"],
         image_size=tuple(meta["image_size"]),
+        stem=meta["stem"],
+        width=meta["width"],
     )
     model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
     return model.eval()

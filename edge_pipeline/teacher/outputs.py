@@ -31,7 +31,13 @@ from edge_pipeline.artifacts.catalog import (
 from edge_pipeline.config.teacher import Train
 from edge_pipeline.core.io import atomic_path, write_json
 from edge_pipeline.teacher.fit import TrainedTeacher
-from edge_pipeline.teacher.models import count_macs, count_params, export_onnx, onnx_parity
+from edge_pipeline.teacher.models import (
+    count_macs,
+    count_params,
+    export_onnx,
+    onnx_parity,
+    resolve_stem,
+)
 
 
 def evaluate(y_true: np.ndarray, logits: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -75,6 +81,8 @@ def teacher_meta(run: TrainedTeacher, p: Train, d: dict[str, Any]) -> dict[str, 
         "classes": d["classes"],
         "in_channels": c,
         "image_size": [h, w],
+        "stem": resolve_stem(p.stem, (h, w)),
+        "width": p.width,
         "layout": "NCHW",
         "input": "input",
         "output": "logits",

@@ -20,6 +20,7 @@ from edge_pipeline.teacher.models import (
     export_onnx,
     load_teacher,
     onnx_parity,
+    resolve_stem,
     resolve_weights,
 )
 
@@ -43,6 +44,40 @@ def test_large_input_keeps_the_imagenet_stem():
     conv = model.net.conv1
     assert (conv.kernel_size, conv.stride) == ((7, 7), (2, 2))
     assert isinstance(model.net.maxpool, nn.MaxPool2d)
+
+
+@pytest.mark.parametrize(
+    ("side", "stem", "block_px"), [(16, "full", 16), (28, "stride2", 14), (96, "imagenet", 24)]
+)
+def test_auto_stem_leaves_the_first_block_at_least_14_px(side: int, stem: str, block_px: int):
+    assert resolve_stem("auto", (side, side + 10)) == stem
+    assert resolve_stem("full", (side, side)) == "full"
+    model = build_teacher("resnet18", num_classes=3, in_channels=1, image_size=(side, side))
+    shapes = []
+    model.net.layer1.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)) and None)
+    model.eval()(torch.rand(1, 1, side, side))
+    assert shapes == [(1, 64, block_px, block_px)]
+
+
+def test_width_scales_channels_and_macs_and_needs_no_weights():
+    full = build_teacher("resnet18", num_classes=10, in_channels=1, image_size=(28, 28))
+    half = build_teacher("resnet18", num_classes=10, in_channels=1, image_size=(28, 28), width=0.5)
+    assert half.net.layer4[-1].conv2.out_channels == 256 and half.net.fc.in_features == 256
+    ratio = count_macs(full, (1, 28, 28)) / count_macs(half, (1, 28, 28))
+    assert 3.5 < ratio < 4.5  # channels halve on both sides of every conv
+    mobile = build_teacher(
+        "mobilenet_v2", num_classes=4, in_channels=3, image_size=(96, 96), width=0.5
+    )
+    assert mobile(torch.rand(2, 3, 96, 96)).shape == (2, 4)
+    with pytest.raises(ConfigError, match="train.width"):
+        build_teacher(
+            "efficientnet_b0", num_classes=2, in_channels=1, image_size=(16, 16), width=0.5
+        )
+    with pytest.raises(ConfigError, match="width 1.0"):
+        build_teacher(
+            "resnet18", num_classes=2, in_channels=1, image_size=(16, 16),
+            weights="DEFAULT", width=0.5,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
@@ -119,13 +154,17 @@ def test_count_macs_on_a_hand_counted_net_and_on_torchvision_resnet18():
 
 
 def test_state_dict_round_trip_with_weights_only(tmp_path: Path):
-    model = build_teacher("resnet18", num_classes=3, in_channels=1, image_size=(16, 16)).eval()
+    model = build_teacher(
+        "resnet18", num_classes=3, in_channels=1, image_size=(16, 16), stem="stride2", width=0.5
+    ).eval()
     torch.save(model.state_dict(), tmp_path / "teacher.pt")
     meta = {
         "arch": "resnet18",
         "classes": ["a", "b", "c"],
         "in_channels": 1,
         "image_size": [16, 16],
+        "stem": "stride2",
+        "width": 0.5,
     }
     loaded = load_teacher(tmp_path / "teacher.pt", meta)
     x = torch.rand(4, 1, 16, 16)

@@ -56,6 +56,15 @@ def test_the_schema_lists_exactly_the_architectures_the_library_adapts():
         ({"epoch": 3}, r"train\.epoch: not an option; did you mean epochs\?"),
         ({"lerning_rate": 0.1}, r"train\.lerning_rate: not an option; valid keys: .*\blr\b"),
         ({"onnx_min_top1_agreement": 1.5}, r"train\.onnx_min_top1_agreement=1\.5: .*1"),
+        ({"sampler": "weighted"}, r"train\.sampler='weighted': .*'shuffle' or 'balanced'"),
+        ({"stem": "cifar"}, r"train\.stem='cifar': .*'stride2'"),
+        ({"width": 0}, r"train\.width=0: .*greater than or equal to 0\.125"),
+        ({"workers": -1}, r"train\.workers=-1: .*greater than or equal to 0"),
+        (
+            {"sampler": "balanced", "use_class_weights": True},
+            r"train\.sampler: balanced already balances.*use_class_weights: false",
+        ),
+        ({"weights": "DEFAULT", "width": 0.5}, r"pretrained\) needs train\.width: 1\.0"),
     ],
 )
 def test_bad_params_name_the_key_and_what_is_allowed(tmp_path, cfg, pattern):
@@ -111,6 +120,34 @@ def test_device_choice_and_determinism_switch_are_scoped():
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
+def test_threads_default_to_the_cores_this_process_may_use():
+    before = torch.get_num_threads()
+    try:
+        train_loop.setup_device("cpu", threads=None)
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        train_loop.setup_device("cpu", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_balanced_sampler_draws_the_real_row_count_evenly_and_reproducibly():
+    y = np.repeat(np.arange(3), [300, 60, 20])  # long tail; 380 rows, say 200 of them real
+
+    def draw(seed: int) -> np.ndarray:
+        g = torch.Generator().manual_seed(seed)
+        return np.array(list(train_loop.make_sampler(y, "balanced", num_samples=200, generator=g)))
+
+    rows = draw(0)
+    assert len(rows) == 200
+    share = np.bincount(y[rows], minlength=3) / 200
+    assert np.all(np.abs(share - 1 / 3) < 0.1), share
+    assert np.array_equal(rows, draw(0)) and not np.array_equal(rows, draw(1))
+    g = torch.Generator().manual_seed(0)
+    every = list(train_loop.make_sampler(y, "shuffle", num_samples=200, generator=g))
+    assert sorted(every) == list(range(len(y)))  # shuffle: each row once, whatever num_samples
+
+
 def test_augment_transform_follows_the_section():
     off = Augment(rotation_deg=0, crop_padding=0)
     assert train_loop.augment_transform(off, (16, 16)) is None
@@ -162,6 +199,17 @@ def test_same_seed_same_weights_and_metrics_other_seed_differs(tiny_digits):
     ):
         assert torch.equal(ta, tb), name
     assert c.history[0]["train_loss"] != a.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_balanced_sampler_and_workers_stay_deterministic(tiny_digits, workers: int):
+    options = {"sampler": "balanced", "num_samples": 24, "class_weights": None, "workers": workers}
+    model_a, a = _fit(tiny_digits, seed=5, **options)
+    model_b, b = _fit(tiny_digits, seed=5, **options)
+    assert a.images_seen == 24  # one epoch = num_samples rows, not the 36 train rows
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    for ta, tb in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(ta, tb)
 
 
 def test_early_stopping_restores_the_best_epochs_weights(tiny_digits, monkeypatch):
