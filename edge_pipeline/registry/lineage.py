@@ -46,20 +46,18 @@ class Source:
 
 
 def lineage_tags(meta_paths: dict[str, Path]) -> dict[str, str]:
-    """{"<stage>_run_id": run id} from each stage's meta.json (stage -> path); a file without
-    the key (written before lineage existed) is skipped with a warning."""
+    """{"<stage>_run_id": run id} from each stage's meta.json (stage -> path); a missing file or
+    one without the key (written before lineage existed) is skipped with a warning: that version
+    cannot be a warm start's source."""
     tags = {}
     for stage, path in meta_paths.items():
         try:
-            meta = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(
-                f"{path}: missing; run the {stage} stage (dvc repro {stage})"
-            ) from None
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path} line {e.lineno}: invalid JSON; re-run {stage}") from None
-        if meta.get(RUN_ID_KEY):
-            tags[f"{stage}_run_id"] = str(meta[RUN_ID_KEY])
+            run_id = json.loads(path.read_text()).get(RUN_ID_KEY)
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            log.warning("%s unreadable (%s): the version's %s lineage is unknown", path, e, stage)
+            continue
+        if run_id:
+            tags[f"{stage}_run_id"] = str(run_id)
         else:
             log.warning(
                 "%s has no %s: the version's %s lineage is unknown", path, RUN_ID_KEY, stage

@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 
 import edge_pipeline
+from edge_pipeline.artifacts.catalog import META, stage_paths
 from edge_pipeline.config.registry import Register
 from edge_pipeline.core.errors import InputError
 from edge_pipeline.edge.benchmark_outputs import numeric
 from edge_pipeline.edge.classification import majority
 from edge_pipeline.edge.gates import floor_failure
 from edge_pipeline.registry.decision_report import record
+from edge_pipeline.registry.lineage import LINEAGE_STAGES, lineage_tags
 from edge_pipeline.registry.paired_test import PairedTest, mcnemar_exact
 from edge_pipeline.registry.promotion import (
     Candidate,
@@ -104,13 +106,17 @@ def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
 
 
 def register_version(mlflow: Any, client: Any, chosen: dict[str, Any], *, model_name: str) -> str:
-    """Log and register the chosen model with alias `challenger`; returns its version."""
+    """Log and register the chosen model with alias `challenger`; returns its version.
+
+    The version is tagged with its lineage (`train_run_id`, `distill_run_id`: the runs whose
+    models a warm start loads, edge_pipeline/registry/lineage.py)."""
     m = chosen["model"]
     info = log_edge_model(mlflow, chosen)
     tags = {
         "model_id": m["id"], "runtime": m["runtime"], "layout": m["layout"], "dtype": m["dtype"],
         "size_mb": m["size_mb"], "p95_ms_1t": m["latency_ms"]["1"]["p95"],
     }  # fmt: skip
+    tags |= lineage_tags({s: stage_paths(s).data / META for s in LINEAGE_STAGES})
     mv = mlflow.register_model(
         info.model_uri, model_name, tags={k: str(v) for k, v in tags.items()}
     )
