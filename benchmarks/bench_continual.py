@@ -27,7 +27,7 @@ import yaml
 from edge_pipeline.artifacts import datasets as data
 from edge_pipeline.config import load_section
 from edge_pipeline.config.teacher import Train
-from edge_pipeline.registry.lineage import Source
+from edge_pipeline.core.lineage import Source
 from edge_pipeline.teacher import ewc, warm_start
 from edge_pipeline.teacher.fit import deterministic, setup_device, train_teacher
 

@@ -29,8 +29,8 @@ def main() -> None:
     paths = stage_paths(STAGE)
     d = load_kd_sets(val_logits=True)
 
+    from edge_pipeline.core.lineage import RUN_ID_KEY
     from edge_pipeline.core.tracking import stage_run
-    from edge_pipeline.registry.lineage import RUN_ID_KEY
     from edge_pipeline.student import kd_vs_baseline as kvb
     from edge_pipeline.student import outputs, warm_start
     from edge_pipeline.student.model import count_macs

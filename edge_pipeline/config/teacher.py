@@ -15,7 +15,7 @@ from pydantic import Field, PositiveInt, StrictBool, model_validator
 from edge_pipeline.config.base import Augment, Section
 
 # where a run's weights start: scratch | champion (the registry's `champion`, through the lineage
-# tags of edge_pipeline/registry/lineage.py) | previous (the last finished run of the stage)
+# tags of edge_pipeline/core/lineage.py) | previous (the last finished run of the stage)
 Init = Literal["scratch", "champion", "previous"]
 
 

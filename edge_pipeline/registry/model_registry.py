@@ -23,11 +23,11 @@ import edge_pipeline
 from edge_pipeline.artifacts.catalog import META, stage_paths
 from edge_pipeline.config.registry import Register
 from edge_pipeline.core.errors import InputError
+from edge_pipeline.core.lineage import LINEAGE_STAGES, lineage_tags
 from edge_pipeline.edge.benchmark_outputs import numeric
 from edge_pipeline.edge.classification import majority
 from edge_pipeline.edge.gates import floor_failure
 from edge_pipeline.registry.decision_report import record
-from edge_pipeline.registry.lineage import LINEAGE_STAGES, lineage_tags
 from edge_pipeline.registry.paired_test import PairedTest, mcnemar_exact
 from edge_pipeline.registry.promotion import (
     Candidate,
@@ -109,7 +109,7 @@ def register_version(mlflow: Any, client: Any, chosen: dict[str, Any], *, model_
     """Log and register the chosen model with alias `challenger`; returns its version.
 
     The version is tagged with its lineage (`train_run_id`, `distill_run_id`: the runs whose
-    models a warm start loads, edge_pipeline/registry/lineage.py)."""
+    models a warm start loads, edge_pipeline/core/lineage.py)."""
     m = chosen["model"]
     info = log_edge_model(mlflow, chosen)
     tags = {

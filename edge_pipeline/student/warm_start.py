@@ -1,7 +1,7 @@
 """Warm start of the student (`distill.init`) and what a distill run stores for the next night.
 
 `champion` takes the student of the run the registry's champion came from (version tag
-`distill_run_id`, edge_pipeline/registry/lineage.py), `previous` the last finished distill run.
+`distill_run_id`, edge_pipeline/core/lineage.py), `previous` the last finished distill run.
 Its `warm_start/student.keras` gives the initial weights of tonight's student and baseline, layer
 by layer by name; the `logits` layer is mapped by class name as the teacher's head is
 (edge_pipeline/teacher/warm_start.py: a kept class keeps its column, a new class gets the fresh
@@ -22,7 +22,7 @@ import numpy as np
 from edge_pipeline.artifacts.catalog import META, STUDENT
 from edge_pipeline.config.student import Distill
 from edge_pipeline.core.io import read_json
-from edge_pipeline.registry.lineage import WARM_DIR, WARM_TAG, Source, download, find_source
+from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source
 
 log = logging.getLogger("tasks.distill")
 HEAD = "logits"  # name of the student's classifier layer (edge_pipeline/student/model.py)

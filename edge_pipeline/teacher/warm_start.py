@@ -1,5 +1,5 @@
 """Warm start of the teacher (`train.init`) and what a run stores so the next night can start
-from it (edge_pipeline/registry/lineage.py finds the run).
+from it (edge_pipeline/core/lineage.py finds the run).
 
 A run that starts from a model (`champion` or `previous`):
 - loads the source run's `warm_start/teacher.pt`; its arch, channels and image size must match
@@ -30,7 +30,7 @@ from torch import nn
 from edge_pipeline.artifacts.catalog import META, TEACHER_STATE
 from edge_pipeline.config.teacher import Train
 from edge_pipeline.core.io import read_json
-from edge_pipeline.registry.lineage import WARM_DIR, WARM_TAG, Source, download, find_source
+from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source
 from edge_pipeline.teacher import ewc, replay
 
 FISHER = "fisher.pt"  # name -> float32 diagonal Fisher, in WARM_DIR
@@ -160,7 +160,7 @@ class WarmPlan:
 
     def meta(self, run_id: str) -> dict[str, Any]:
         """meta.json fields: the night, where the weights started, the run that wrote them."""
-        from edge_pipeline.registry.lineage import RUN_ID_KEY
+        from edge_pipeline.core.lineage import RUN_ID_KEY
 
         s = self.start
         return {

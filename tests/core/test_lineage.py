@@ -1,4 +1,4 @@
-"""Model lineage in MLflow (edge_pipeline/registry/lineage.py): version tags -> source runs."""
+"""Model lineage in MLflow (edge_pipeline/core/lineage.py): version tags -> source runs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import logging
 import pytest
 
 from edge_pipeline.core.errors import InputError
-from edge_pipeline.core.tracking import configure, stage_run
-from edge_pipeline.registry.lineage import (
+from edge_pipeline.core.lineage import (
     WARM_DIR,
     WARM_TAG,
     Source,
@@ -17,6 +16,7 @@ from edge_pipeline.registry.lineage import (
     find_source,
     lineage_tags,
 )
+from edge_pipeline.core.tracking import configure, stage_run
 
 
 def _warm_run(tmp_path, stage: str) -> str:
