@@ -15,6 +15,7 @@ Teacher only, in-process (no ONNX export, no MLflow): the stage's library calls.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import time
@@ -62,11 +63,13 @@ def main() -> None:
     ap.add_argument("--ewc", default="100,1000")
     ap.add_argument("--replay", default="100,300")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     root = args.workspace.resolve()
     base: Train = load_section("train")
     device = setup_device(base.device, threads=base.threads)
     d1, d2 = night_sets(night_params(root, 1)), night_sets(night_params(root, 2))
     old_test = np.isin(d2["test_ids"], d1["test_ids"])
+    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     print(f"night 1: {len(d1['y_train'])} train rows; night 2: {len(d2['y_train'])} train rows, "
           f"{old_test.sum()} night-1 test images, {(~old_test).sum()} new test images")  # fmt: skip
 
