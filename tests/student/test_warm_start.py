@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
+import pytest
 
 from edge_pipeline.config.student import Distill
 from edge_pipeline.student import warm_start
@@ -46,3 +48,35 @@ def test_no_champion_yet_means_scratch(caplog):
         init, source = warm_start.load_start(Distill(init="champion"), config, ["a", "b"],
                                              model_name="none-yet")  # fmt: skip
     assert init is None and source is None and "starts from scratch" in caplog.text
+
+
+@pytest.mark.slow
+def test_previous_student_warm_starts_the_next_night(prepared_workspace):
+    """Night 1 (scratch: no previous distill run), then night 2 with a new class from it."""
+    import shutil
+
+    import mlflow
+
+    from tasks import distill
+    from tests.student.test_distill import TINY, _teacher_outputs
+
+    cfg = TINY | {"init": "previous", "warm": {"epochs": 1, "lr": 0.001}}
+    info = prepared_workspace(n_classes=2, per_class=15, params={"distill": cfg})
+    root = info["root"]
+    _teacher_outputs(root, info)
+    distill.main()
+    meta1 = json.loads((root / "data" / "distill" / "meta.json").read_text())
+    assert meta1["init_from"] == "scratch" and meta1["mlflow_run_id"]
+
+    shutil.rmtree(root / "data" / "train")
+    info = prepared_workspace(n_classes=3, per_class=15, params={"distill": cfg})
+    _teacher_outputs(root, info)
+    distill.main()
+    meta2 = json.loads((root / "data" / "distill" / "meta.json").read_text())
+    assert meta2["init_from"] == "previous run"
+    assert meta2["init_from_run_id"] == meta1["mlflow_run_id"]
+    run = mlflow.get_run(meta2["mlflow_run_id"])
+    assert run.data.tags["init_from_run_id"] == meta1["mlflow_run_id"]
+    assert run.data.params["distill.warm.epochs"] == "1"
+    files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "warm_start")}
+    assert files == {"warm_start/student.keras", "warm_start/meta.json"}
