@@ -8,7 +8,8 @@ Writes
 - data/distill/: student.keras, baseline.keras, meta.json ("student_config" rebuilds the
   architecture with `edge_pipeline.student.model.build_student(**config)`), models.json;
 - reports/distill/report.md (+ PNGs), metrics/distill.json, plots/distill/ (CSVs, PNGs).
-Library: edge_pipeline/student/ (model.py, kd_training.py, kd_vs_baseline.py, outputs.py).
+Library: edge_pipeline/student/ (model.py, kd_training.py, kd_vs_baseline.py, outputs.py,
+warm_start.py `distill.init` and the `warm_start/` artifacts a later night starts from).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def main() -> None:
     paths = stage_paths(STAGE)
     d = load_kd_sets(val_logits=True)
 
+    from edge_pipeline.core.lineage import RUN_ID_KEY
     from edge_pipeline.core.tracking import stage_run
     from edge_pipeline.student import kd_vs_baseline as kvb
-    from edge_pipeline.student import outputs
+    from edge_pipeline.student import outputs, warm_start
     from edge_pipeline.student.model import count_macs
 
     threads = kvb.set_threads(p.threads)
@@ -41,15 +43,24 @@ def main() -> None:
         "x".join(map(str, d["x_train"].shape[1:])), len(d["classes"]), p.alpha, p.temperature,
     )  # fmt: skip
     teacher = kvb.teacher_reference(d)
+    model_name = load_section("register").model_name
+    init, source = warm_start.load_start(p, config, d["classes"], model_name=model_name)
     with stage_run(STAGE, p.to_dict()) as mlflow:
-        runs = kvb.train_pair(d, p, config)
+        mlflow.set_tags(source.tags() if source else {"init_from": "scratch"})
+        runs = kvb.train_pair(d, p, config, init_weights=init)
         model = runs["student"]["model"]
         params, macs = int(model.count_params()), count_macs(model)
         metrics = outputs.build_metrics(runs, teacher, d["classes"], params, macs)
         metrics["threads"] = threads
-        outputs.write_models(paths.data, runs, config, p, d, metrics)
+        metrics["init_from"] = source.how if source else "scratch"
+        lineage = {
+            "init_from": metrics["init_from"], "init_from_run_id": source and source.run_id,
+            RUN_ID_KEY: mlflow.active_run().info.run_id,
+        }  # fmt: skip
+        outputs.write_models(paths.data, runs, config, p, d, metrics, lineage=lineage)
         figures = outputs.write_outputs(paths, runs, metrics, d)
         outputs.log_to_mlflow(mlflow, runs, metrics, figures, paths, d["x_test"][:2])
+        warm_start.log_start_model(mlflow, paths.data)
     log.info(
         "student test macro-F1 %.4f (baseline %.4f, KD gain %+.2f pts; teacher gap %s pts); "
         "%d params, %d MACs; %.1fs training",

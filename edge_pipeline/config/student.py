@@ -7,10 +7,18 @@ from typing import Literal
 from pydantic import Field, PositiveInt, StrictBool
 
 from edge_pipeline.config.base import Augment, Section
+from edge_pipeline.config.teacher import Init
 
 # [expansion, channels, repeats, stride] of one MobileNetV2 inverted-residual stage
 Block = tuple[PositiveInt, PositiveInt, PositiveInt, Literal[1, 2]]
 DEFAULT_BLOCKS: list[Block] = [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2)]
+
+
+class WarmStudent(Section):
+    """The fine-tuning budget of a warm-started student (instead of `epochs` and `lr`)."""
+
+    epochs: int = Field(10, ge=1, le=1000)  # upper bound; early stopping (`patience`) still applies
+    lr: float = Field(0.001, gt=0, le=1)  # Adam, cosine-decayed to 0
 
 
 class Distill(Section):
@@ -39,3 +47,6 @@ class Distill(Section):
     augment: Augment = Augment()
     # TensorFlow CPU threads; null = TensorFlow's default (all cores)
     threads: int | None = Field(None, ge=1, le=256)
+    # scratch | champion (the student the registry's champion came from) | previous (last run)
+    init: Init = "scratch"
+    warm: WarmStudent = WarmStudent()  # epochs and lr of a warm-started student (and baseline)

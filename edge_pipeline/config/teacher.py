@@ -10,9 +10,37 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, StrictBool, model_validator
+from pydantic import Field, PositiveInt, StrictBool, model_validator
 
 from edge_pipeline.config.base import Augment, Section
+
+# where a run's weights start: scratch | champion (the registry's `champion`, through the lineage
+# tags of edge_pipeline/core/lineage.py) | previous (the last finished run of the stage)
+Init = Literal["scratch", "champion", "previous"]
+
+
+class Warm(Section):
+    """The fine-tuning budget of a warm-started run (instead of `epochs` and `lr`)."""
+
+    epochs: int = Field(3, ge=1, le=1000)  # upper bound; early stopping (`patience`) still applies
+    lr: float = Field(0.0005, gt=0, le=1)  # peak learning rate, cosine-annealed to 0
+
+
+class Ewc(Section):
+    """Elastic weight consolidation (Kirkpatrick et al. 2017), edge_pipeline/teacher/ewc.py."""
+
+    # penalty strength/2 * sum F_i (w_i - w*_i)^2 towards the start model; 0 = off
+    strength: float = Field(0.0, ge=0)
+    # train images (stratified) the diagonal Fisher is computed on at the end of a run
+    samples: int = Field(1024, ge=1)
+
+
+class Replay(Section):
+    """Rehearsal: a stratified buffer of images from outside `data_window` (teacher/replay.py)."""
+
+    size: int = Field(0, ge=0)  # images replayed per run (equal share per class); 0 = off
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
 
 Arch = Literal[
     "resnet18",
@@ -63,6 +91,13 @@ class Train(Section):
     onnx_opset: int = Field(18, ge=18, le=23)  # teacher.onnx (torch.export-based exporter, 18+)
     # fail the stage unless teacher.onnx picks torch's class on at least this share of test images
     onnx_min_top1_agreement: float = Field(1.0, ge=0, le=1)
+    # scratch | champion (registry champion; first night: scratch, with a warning) | previous
+    init: Init = "scratch"
+    warm: Warm = Warm()  # epochs and lr of a warm-started run
+    # all | N: train on the images first seen in the last N nights (of the start model's lineage)
+    data_window: Literal["all"] | PositiveInt = "all"
+    ewc: Ewc = Ewc()  # elastic weight consolidation towards the start model
+    replay: Replay = Replay()  # rehearsal of images outside the data window
 
     @model_validator(mode="after")
     def _consistent(self) -> Train:
@@ -72,5 +107,15 @@ class Train(Section):
             raise ValueError(
                 "train.sampler: balanced already balances the classes; set "
                 "train.use_class_weights: false, or train.sampler: shuffle to weight the loss"
+            )
+        if self.init == "scratch" and (self.ewc.strength > 0 or self.data_window != "all"):
+            raise ValueError(
+                "train.ewc.strength > 0 and train.data_window need a start model (its weights, "
+                "Fisher and image nights): set train.init to champion or previous"
+            )
+        if self.replay.size and self.data_window == "all":
+            raise ValueError(
+                "train.replay.size replays images outside train.data_window: "
+                "set data_window to a number of nights, or replay.size to 0"
             )
         return self

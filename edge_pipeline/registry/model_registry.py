@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 import edge_pipeline
-from edge_pipeline.artifacts.catalog import RESULTS
+from edge_pipeline.artifacts.catalog import META, RESULTS, stage_paths
 from edge_pipeline.config.registry import Register
 from edge_pipeline.core.errors import InputError
+from edge_pipeline.core.lineage import LINEAGE_STAGES, lineage_tags
 from edge_pipeline.edge.benchmark_outputs import numeric
 from edge_pipeline.edge.classification import majority
 from edge_pipeline.edge.gates import floor_failure
@@ -160,7 +161,10 @@ def log_edge_model(mlflow: Any, chosen: dict[str, Any]) -> Any:
 
 
 def register_version(mlflow: Any, client: Any, chosen: dict[str, Any], *, model_name: str) -> str:
-    """Log and register the chosen model with alias `challenger`; returns its version."""
+    """Log and register the chosen model with alias `challenger`; returns its version.
+
+    The version is tagged with its lineage (`train_run_id`, `distill_run_id`: the runs whose
+    models a warm start loads, edge_pipeline/core/lineage.py)."""
     m = chosen["model"]
     info = log_edge_model(mlflow, chosen)
     tags = {
@@ -170,6 +174,7 @@ def register_version(mlflow: Any, client: Any, chosen: dict[str, Any], *, model_
     for f in chosen.get("deployables") or deployables(chosen, None):
         row = f["row"]
         tags |= {f"{row['id']}.{k}": row[k] for k in ROW_KEYS[3:] if row[k] is not None}
+    tags |= lineage_tags({s: stage_paths(s).data / META for s in LINEAGE_STAGES})
     mv = mlflow.register_model(
         info.model_uri, model_name, tags={k: sig4(v) for k, v in tags.items()}
     )

@@ -53,12 +53,16 @@ def teacher_reference(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_pair(d: dict[str, Any], p: Distill, config: dict[str, Any]) -> dict[str, Any]:
+def train_pair(
+    d: dict[str, Any], p: Distill, config: dict[str, Any], *, init_weights: list | None = None
+) -> dict[str, Any]:
     """Train the distilled student and the alpha = 1 baseline from the same initial weights.
 
     Args:
         d: `load_kd_sets(val_logits=True)`.
         p: the distill section; config: `architecture(p, d)`.
+        init_weights: a warm start's weights (edge_pipeline/student/warm_start.py), trained for
+            `p.warm.epochs` at `p.warm.lr`; None = build_student's seeded initialisation.
 
     Returns:
         {"student" | "baseline": {"model", "fit" (kd.fit_distilled result), "test"
@@ -66,14 +70,17 @@ def train_pair(d: dict[str, Any], p: Distill, config: dict[str, Any]) -> dict[st
     """
     common = {
         "x_val": d["x_val"], "y_val": d["y_val"], "n_classes": len(d["classes"]),
-        "temperature": p.temperature, "epochs": p.epochs, "batch_size": p.batch_size,
-        "lr": p.lr, "patience": p.patience, "seed": p.seed, "augment": p.augment.to_dict(),
+        "temperature": p.temperature, "batch_size": p.batch_size, "patience": p.patience,
+        "epochs": p.warm.epochs if init_weights else p.epochs,
+        "lr": p.warm.lr if init_weights else p.lr, "seed": p.seed, "augment": p.augment.to_dict(),
         "class_weights": d["class_weights"] if p.use_class_weights else None,
     }  # fmt: skip
     out = {}
     for name, alpha in zip(RUNS, (p.alpha, 1.0), strict=True):
         kd.set_determinism(p.seed)
         model = build_student(**config)
+        if init_weights is not None:
+            model.set_weights(init_weights)
         fit = kd.fit_distilled(
             model, d["x_train"], d["y_train"], d["teacher_train"], alpha=alpha,
             log_prefix=f"{name} ", **common,

@@ -83,8 +83,12 @@ def write_models(
     p: Distill,
     d: dict[str, Any],
     metrics: dict[str, Any],
+    *,
+    lineage: dict[str, Any] | None = None,
 ) -> None:
-    """data/distill/: student.keras, baseline.keras, meta.json and models.json, all or nothing."""
+    """data/distill/: student.keras, baseline.keras, meta.json and models.json, all or nothing.
+
+    `lineage` (init_from, the run id: edge_pipeline/student/warm_start.py) goes into meta.json."""
     import tensorflow as tf
 
     teacher_models = stage_paths("train").data / MODELS
@@ -111,7 +115,8 @@ def write_models(
                 "n_train": len(d["y_train"]),
                 "seed": p.seed,
                 "tensorflow": tf.__version__,
-            },
+            }
+            | (lineage or {}),
         )
         write_json(
             tmp / MODELS,

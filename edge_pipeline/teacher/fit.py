@@ -185,6 +185,7 @@ def fit(
     num_samples: int | None = None,
     workers: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train `model` in place and leave it holding the epoch with the best validation macro-F1.
 
@@ -198,6 +199,7 @@ def fit(
         workers: DataLoader worker processes (0: load and augment in-process).
         on_epoch: called after each epoch with its row of `FitResult.history`
             (epoch, train_loss, val_macro_f1, val_acc, lr, seconds).
+        penalty: an extra loss term of the model's weights (e.g. teacher/ewc.py), or None.
     """
     model.to(device)
     data = _Images(x_train, y_train, augment_transform(augment, x_train.shape[1:3]))
@@ -227,6 +229,8 @@ def fit(
             yb = yb.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
+            if penalty is not None:
+                loss = loss + penalty(model)
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -279,6 +283,8 @@ def train_teacher(
     *,
     device: torch.device,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> TrainedTeacher:
     """Build the `p.arch` teacher for the data `d` and fit it; call inside `deterministic(seed)`.
 
@@ -288,6 +294,9 @@ def train_teacher(
             train, val and test, synthetic, class_weights); images uint8 (N, H, W, C).
         device: where to train (`setup_device`).
         on_epoch: called with each epoch's row of `FitResult.history`.
+        init_state: warm start (teacher/warm_start.py): the start model's state_dict, fine-tuned
+            for `p.warm.epochs` at `p.warm.lr` instead of `p.epochs` at `p.lr`.
+        penalty: an extra loss term (EWC), passed to `fit`.
     """
     _, h, w, c = d["x_train"].shape
     k = len(d["classes"])
@@ -305,12 +314,17 @@ def train_teacher(
         p.arch, num_classes=k, in_channels=c, image_size=(h, w), weights=p.weights,
         stem=p.stem, width=p.width, mean=mean, std=std,
     )  # fmt: skip
+    epochs, lr = p.epochs, p.lr
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        epochs, lr = p.warm.epochs, p.warm.lr
     result = fit(
         model, d["x_train"], d["y_train"], d["x_val"], d["y_val"],
-        epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
+        epochs=epochs, batch_size=p.batch_size, lr=lr, weight_decay=p.weight_decay,
         patience=p.patience, class_weights=d["class_weights"] if p.use_class_weights else None,
         augment=p.augment, seed=p.seed, device=device, sampler=p.sampler,
         num_samples=int((~d["synthetic"]).sum()), workers=p.workers, on_epoch=on_epoch,
+        penalty=penalty,
     )  # fmt: skip
     logits = {s: predict_logits(model, d[f"x_{s}"], device=device) for s in SPLITS}
     return TrainedTeacher(model.cpu(), result, logits)

@@ -1,0 +1,127 @@
+"""Model lineage in MLflow: which train/distill runs a registered version came from, and where a
+warm-started run finds the model it starts from (`train.init`, `distill.init`).
+
+- A train or distill run logs what a later run needs under the artifact folder `WARM_DIR` and tags
+  itself `warm_start=true` (edge_pipeline/teacher/warm_start.py, edge_pipeline/student/
+  warm_start.py), and writes its own run id into its data/<stage>/meta.json (`RUN_ID_KEY`).
+- register tags each new model version with `train_run_id` and `distill_run_id`, read from those
+  meta.json files (`lineage_tags`): the version's lineage.
+- `find_source(stage, "champion")` follows the `champion` alias to that tag;
+  `find_source(stage, "previous")` takes the stage's latest finished run with `WARM_DIR`. No file
+  path is typed twice: the run id leads to the run's own artifacts.
+
+No torch or TensorFlow here: both sides call it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_pipeline.core.errors import InputError
+
+WARM_DIR = "warm_start"  # artifact folder of a run that a later run can start from
+WARM_TAG = "warm_start"  # run tag "true" when WARM_DIR was logged
+RUN_ID_KEY = "mlflow_run_id"  # key of data/<stage>/meta.json holding the run that wrote it
+LINEAGE_STAGES = ("train", "distill")  # version tags <stage>_run_id
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The run a warm start loads: `how` says why (e.g. "champion v3", "previous run")."""
+
+    stage: str
+    run_id: str
+    how: str
+    version: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags of the run that starts from this source."""
+        tags = {"init_from": self.how, "init_from_run_id": self.run_id}
+        return tags | ({"init_from_version": self.version} if self.version else {})
+
+
+def lineage_tags(meta_paths: dict[str, Path]) -> dict[str, str]:
+    """{"<stage>_run_id": run id} from each stage's meta.json (stage -> path); a missing file or
+    one without the key (written before lineage existed) is skipped with a warning: that version
+    cannot be a warm start's source."""
+    tags = {}
+    for stage, path in meta_paths.items():
+        try:
+            run_id = json.loads(path.read_text()).get(RUN_ID_KEY)
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            log.warning("%s unreadable (%s): the version's %s lineage is unknown", path, e, stage)
+            continue
+        if run_id:
+            tags[f"{stage}_run_id"] = str(run_id)
+        else:
+            log.warning(
+                "%s has no %s: the version's %s lineage is unknown", path, RUN_ID_KEY, stage
+            )
+    return tags
+
+
+def _champion(client: Any, stage: str, model_name: str) -> Source | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        log.warning("no champion of %r in the registry yet (first night): %s starts from scratch",
+                    model_name, stage)  # fmt: skip
+        return None
+    run_id = mv.tags.get(f"{stage}_run_id")
+    if not run_id:
+        log.warning("champion v%s of %r has no %s_run_id tag (registered before lineage): %s "
+                    "starts from scratch", mv.version, model_name, stage, stage)  # fmt: skip
+        return None
+    return Source(stage, run_id, f"champion v{mv.version}", str(mv.version))
+
+
+def _previous(client: Any, stage: str) -> Source | None:
+    from edge_pipeline.core.tracking import EXPERIMENT
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.stage = '{stage}' and tags.{WARM_TAG} = 'true' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )  # fmt: skip
+    if not runs:
+        log.warning("no finished %s run to start from yet (first night): scratch", stage)
+        return None
+    return Source(stage, runs[0].info.run_id, "previous run")
+
+
+def find_source(stage: str, init: str, *, model_name: str) -> Source | None:
+    """The run `init` (`champion` | `previous`; `scratch` -> None) points at for `stage`;
+    None, with a logged warning, when there is none yet."""
+    if init == "scratch":
+        return None
+    from edge_pipeline.core.tracking import configure
+
+    client = configure().MlflowClient()
+    return _champion(client, stage, model_name) if init == "champion" else _previous(client, stage)
+
+
+def download(source: Source, dest: Path) -> Path:
+    """Download the source run's `WARM_DIR` into dest; returns the local folder."""
+    from mlflow.artifacts import download_artifacts
+
+    from edge_pipeline.core.tracking import configure
+
+    configure()
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(download_artifacts(run_id=source.run_id, artifact_path=WARM_DIR,
+                                       dst_path=str(dest)))  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+        raise InputError(
+            f"MLflow run {source.run_id} ({source.how}) has no usable {WARM_DIR}/ artifacts "
+            f"({e}); set {source.stage}.init to scratch, or register a model trained with lineage"
+        ) from e

@@ -1,0 +1,67 @@
+"""Model lineage in MLflow (edge_pipeline/core/lineage.py): version tags -> source runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from edge_pipeline.core.errors import InputError
+from edge_pipeline.core.lineage import (
+    WARM_DIR,
+    WARM_TAG,
+    Source,
+    download,
+    find_source,
+    lineage_tags,
+)
+from edge_pipeline.core.tracking import configure, stage_run
+
+
+def _warm_run(tmp_path, stage: str) -> str:
+    """A finished stage run that logged WARM_DIR; returns its id."""
+    (tmp_path / "meta.json").write_text(json.dumps({"classes": ["a"]}))
+    with stage_run(stage) as mlflow:
+        mlflow.log_artifact(str(tmp_path / "meta.json"), WARM_DIR)
+        mlflow.set_tag(WARM_TAG, "true")
+        return mlflow.active_run().info.run_id
+
+
+def test_lineage_tags_read_each_stages_meta(tmp_path, caplog):
+    (tmp_path / "train.json").write_text(json.dumps({"mlflow_run_id": "abc"}))
+    (tmp_path / "old.json").write_text(json.dumps({"classes": []}))
+    with caplog.at_level(logging.WARNING):
+        tags = lineage_tags({"train": tmp_path / "train.json", "distill": tmp_path / "old.json",
+                             "x": tmp_path / "missing.json"})  # fmt: skip
+    assert tags == {"train_run_id": "abc"}
+    assert "lineage is unknown" in caplog.text
+
+
+def test_champion_source_follows_the_version_tag(tmp_path, caplog):
+    assert find_source("train", "scratch", model_name="m") is None
+    with caplog.at_level(logging.WARNING):
+        assert find_source("train", "champion", model_name="m") is None  # first night
+        assert find_source("train", "previous", model_name="m") is None
+    assert "first night" in caplog.text
+    run_id = _warm_run(tmp_path, "train")
+    client = configure().MlflowClient()
+    client.create_registered_model("m")
+    mv = client.create_model_version("m", f"runs:/{run_id}/{WARM_DIR}", run_id=run_id,
+                                     tags={"train_run_id": run_id})  # fmt: skip
+    client.set_registered_model_alias("m", "champion", mv.version)
+    source = find_source("train", "champion", model_name="m")
+    assert source == Source("train", run_id, f"champion v{mv.version}", str(mv.version))
+    assert source.tags()["init_from_run_id"] == run_id
+    assert find_source("distill", "champion", model_name="m") is None  # no distill_run_id tag
+    assert find_source("train", "previous", model_name="m").run_id == run_id
+    later = _warm_run(tmp_path, "train")
+    assert find_source("train", "previous", model_name="m").run_id == later
+    assert json.loads((download(source, tmp_path / "dl") / "meta.json").read_text())
+
+
+def test_a_source_without_artifacts_names_the_fix(tmp_path):
+    with stage_run("train") as mlflow:
+        run_id = mlflow.active_run().info.run_id
+    with pytest.raises(InputError, match="train.init to scratch"):
+        download(Source("train", run_id, "previous run"), tmp_path)
