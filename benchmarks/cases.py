@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
+from edge_pipeline.config.quality import Annotator
 from edge_pipeline.quality.demo_flaws import (
-    Annotator,
     corrupt_bytes,
     majority_vote,
     png_bytes,
@@ -38,9 +38,11 @@ K = 10
 # Long tail: the shape of the demo's class_fractions, two classes at ~6% of the largest.
 FRACTIONS = (1.0, 0.92, 0.85, 0.78, 0.7, 0.06, 0.62, 0.55, 0.48, 0.06)
 ANNOTATORS = {
-    "careful": Annotator(0.95),
-    "noisy": Annotator(0.72),
-    "confuser": Annotator(0.93, {3: 8, 8: 3, 1: 7, 7: 1, 4: 9}, 0.45),
+    "careful": Annotator(accuracy=0.95),
+    "noisy": Annotator(accuracy=0.72),
+    "confuser": Annotator(
+        accuracy=0.93, confusions={3: 8, 8: 3, 1: 7, 7: 1, 4: 9}, confusion_rate=0.45
+    ),
 }
 CORRUPT = {"zero_byte": 2, "truncated": 2, "not_image": 2, "bomb": 1, "duplicate_conflict": 2}
 
