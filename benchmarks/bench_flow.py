@@ -30,7 +30,7 @@ import psutil
 import yaml
 
 from benchmarks.bench_orchestration import _git_dvc_init
-from benchmarks.cases import CASES, make_case
+from benchmarks.cases import CASES, Case, K, make_case, render_set
 
 REPO = Path(__file__).resolve().parent.parent
 COPIED = ("tasks", "edge_pipeline", "dvc.yaml", "params.yaml", "pyproject.toml")
@@ -123,6 +123,40 @@ def stage_figures(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def holdout_scores(root: Path, case: str, *, per_class: int = 200) -> dict[str, Any]:
+    """Accuracy and macro-F1 of the teacher and the chosen edge model on images the pipeline never
+    saw: `per_class` fresh renderings per class (another seed: balanced, clean labels), against
+    the same models' figures on the pipeline's own test split (data/benchmark/results.json)."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from edge_pipeline.edge.runtimes import open_runner, predict_batched
+
+    spec = CASES[case]
+    fresh = Case(**{**spec.__dict__, "seed": spec.seed + 1000, "fractions": (1.0,) * K})
+    x, y = render_set(Case(**{**fresh.__dict__, "per_class": per_class}))
+    x = (x if x.ndim == 4 else x[..., None]).astype(np.float32) / 255.0
+    results = json.loads((root / "data" / "benchmark" / "results.json").read_text())
+    chosen = json.loads((root / "data" / "benchmark" / "chosen.json").read_text())["chosen"]
+    baseline = next(r["id"] for r in results["models"] if r["stage"] == "train")
+    out: dict[str, Any] = {"holdout_images": len(y)}
+    for role, model_id in (("teacher", baseline), ("chosen", chosen)):
+        row = next((r for r in results["models"] if r["id"] == model_id), None)
+        if row is None:
+            continue
+        runner = open_runner(str(root / row["path"]), runtime=row["runtime"],
+                             layout=row["layout"], threads=1)  # fmt: skip
+        pred = predict_batched(runner, x, batch=64).argmax(1)
+        out[role] = {
+            "model": model_id,
+            "test_accuracy": round(row["accuracy"], 4),
+            "test_macro_f1": round(row["macro_f1"], 4),
+            "holdout_accuracy": round(float(accuracy_score(y, pred)), 4),
+            "holdout_macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
+        }
+    return out
+
+
 def run() -> dict[str, Any]:
     case = os.environ.get("BENCH_FLOW_CASE", "gray28")
     until = os.environ.get("BENCH_FLOW_UNTIL")
@@ -162,6 +196,9 @@ def run() -> dict[str, Any]:
     figures["total_s"] = round(total, 1)
     figures["load_after"] = os.getloadavg()
     print(f"total {total:.1f} s ({total / 60:.1f} min); load average now {figures['load_after']}")
+    if "failed" not in figures and (root / "data" / "benchmark" / "results.json").exists():
+        figures["holdout"] = holdout_scores(root, case)
+        print(f"pipeline test vs never-seen images: {json.dumps(figures['holdout'])}")
     if "failed" not in figures and not os.environ.get("BENCH_FLOW_KEEP"):
         shutil.rmtree(tmp, ignore_errors=True)
     return figures

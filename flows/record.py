@@ -53,6 +53,17 @@ def _identity(root: Path) -> dict[str, str]:
     return env
 
 
+def _ignored(root: Path, path: str) -> bool:
+    """Whether git ignores `path` (e.g. a persisted, uncached DVC output such as a decode cache):
+    it is the workspace's, not the run's record."""
+    return (
+        subprocess.run(
+            ["git", "check-ignore", "-q", "--", path], cwd=root, capture_output=True
+        ).returncode
+        == 0
+    )
+
+
 def commit_on_branch(root: Path, *, branch: str, message: str, paths: Iterable[str]) -> str:
     """Commit HEAD + tracked changes + `paths` on `branch` without touching HEAD, index or files.
 
@@ -63,7 +74,7 @@ def commit_on_branch(root: Path, *, branch: str, message: str, paths: Iterable[s
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index"), **_identity(root)}
         _git(root, "read-tree", "HEAD", env=env)
         _git(root, "add", "-u", env=env)
-        present = [p for p in paths if (root / p).exists()]
+        present = [p for p in paths if (root / p).exists() and not _ignored(root, p)]
         if present:
             _git(root, "add", "--", *present, env=env)
         tree = _git(root, "write-tree", env=env)

@@ -108,13 +108,17 @@ def test_the_record_is_a_commit_on_a_branch_and_the_workspace_is_untouched(tmp_p
     (root / "metrics").mkdir()
     (root / "metrics" / "a.json").write_text("{}")
     (root / "scratch.txt").write_text("not recorded")
+    (root / ".gitignore").write_text("/cache\n")  # e.g. a persisted, uncached decode cache
+    (root / "cache").mkdir()
+    (root / "cache" / "pixels.npy").write_text("workspace only")
     commit = commit_on_branch(
-        root, branch="runs/night-1", message="retrain run night-1", paths=["metrics/a.json"]
-    )
+        root, branch="runs/night-1", message="retrain run night-1",
+        paths=["metrics/a.json", "cache"],
+    )  # fmt: skip
     assert _git(root, "rev-parse", "runs/night-1") == commit
     assert _git(root, "rev-parse", f"{commit}^") == head
     files = set(_git(root, "ls-tree", "-r", "--name-only", commit).split())
-    assert files == {"params.yaml", "dvc.lock", "code.py", "metrics/a.json"}
+    assert files == {"params.yaml", "dvc.lock", "code.py", "metrics/a.json"}  # not the cache
     assert _git(root, "show", f"{commit}:dvc.lock") == "dvc.lock v2"
     # HEAD, the branch, the index and the files are as they were
     assert _git(root, "rev-parse", "HEAD") == head
