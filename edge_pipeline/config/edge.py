@@ -21,8 +21,10 @@ class Gates(Section):
     max_size_mb: float = Field(5.0, gt=0)  # file size, decimal MB
     # accuracy below the teacher's and the best FP32 model's, points
     max_accuracy_drop_pts: float = Field(1.0, ge=0)
-    # macro-F1 (x100) below the teacher's and the best FP32 model's, points
-    max_macro_f1_drop_pts: float = Field(1.0, ge=0)
+    # macro-F1 (x100) below the teacher's and the best FP32 model's, points; coarser than the
+    # accuracy gate because one image of a rare class moves macro-F1 by 100 / (K * n_class) points
+    # (about 2 on the demo's 5-image classes): tighten it on a larger test split
+    max_macro_f1_drop_pts: float = Field(2.0, ge=0)
     # absolute floor on test accuracy; never below the test split's majority-class rate
     min_accuracy: float = Field(0.5, ge=0, le=1)
     max_latency_ms_p95: float = Field(10.0, gt=0)  # batch 1, 1 thread

@@ -330,12 +330,6 @@ def test_file_sizes_zip(tmp_path: Path) -> None:
     assert size == 100_000 and zipped < 1_000
 
 
-def test_params_yaml_benchmark_section_is_the_schema_default() -> None:
-    raw = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())["benchmark"]
-    assert Benchmark.model_validate(raw) == Benchmark()
-    assert Benchmark().gates == GATES and Benchmark().choice_tolerance_pts == 1.0
-
-
 @pytest.mark.parametrize(
     ("params", "message"),
     [

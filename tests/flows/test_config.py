@@ -28,11 +28,6 @@ def test_repository_params_give_io_stages_two_retries_and_training_stages_one():
     assert cfg.task_runner == "threads" and cfg.dask_address is None
 
 
-def test_params_yaml_orchestration_equals_the_schema_defaults():
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())["orchestration"]
-    assert Orchestration().to_dict() == raw
-
-
 def test_params_yaml_stage_policies_name_dvc_yaml_stages():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     Orchestration().check_stages(stages)

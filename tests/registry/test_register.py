@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from edge_pipeline.config import load_section
-from edge_pipeline.config.registry import Register
 from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
 from edge_pipeline.edge.classification import classification_figures
 from edge_pipeline.registry.decision_report import markdown, record
@@ -189,16 +188,6 @@ def test_decision_record_and_report_side_by_side() -> None:
     assert "| accuracy | 75.00% | 100.00% | -25.00 pts |" in md
     assert "| recall `a` | 50.00% | 100.00% | -50.00 pts |" in md
     assert "only the champion right (b) 2, only the challenger right (c) 0" in md
-
-
-def test_params_yaml_register_section_is_the_schema_default() -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())["register"]
-    assert Register.model_validate(raw) == Register()
-    assert Register().to_dict() == RULE | {
-        "model_name": "edge-classifier",
-        "alpha": 0.05,
-        "timeout_s": 600,
-    }
 
 
 @pytest.mark.parametrize(

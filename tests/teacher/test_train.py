@@ -29,13 +29,6 @@ def _section(tmp_path, cfg) -> Train:
     return load_section("train", path)
 
 
-def test_repository_params_equal_the_schema_defaults():
-    p = load_section("train", REPO / "params.yaml")
-    assert p == Train()
-    assert p.augment.hflip is False  # digits: a mirrored 2 is not a 2
-    assert p.onnx_min_top1_agreement == 1.0  # every test image: same class in ONNX and torch
-
-
 def test_the_schema_lists_exactly_the_architectures_the_library_adapts():
     assert set(get_args(Arch)) == set(ARCHS)
 
