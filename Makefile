@@ -33,12 +33,12 @@ demo: setup ## Set up, run the retrain flow (every stage) on the demo data, prin
 	@dvc remote default >/dev/null 2>&1 || dvc remote add -d local ../dvc-remote
 	@mkdir -p dvc-remote
 	$(BIN)/python -m flows.retrain
-	$(BIN)/python -m edge_pipeline.artifacts.run_summary
+	$(BIN)/python -m flows.summary
 
 night: setup ## Play the next demo night (demo.night + 1: new images, ratings, reviews), run the flow
 	$(BIN)/python -m edge_pipeline.quality.demo_nights
 	$(BIN)/python -m flows.retrain
-	$(BIN)/python -m edge_pipeline.artifacts.run_summary
+	$(BIN)/python -m flows.summary
 
 test: setup browser ## Set up, then run all tests (slow end-to-end ones included)
 	EDGE_TEST_SIDE=torch $(BIN)/python -m pytest

@@ -128,8 +128,8 @@ def _related(root: Path, path: str) -> dict[str, str]:
 
 
 def summary_markdown(root: Path, *, alerts: list[str]) -> str:
-    """The run's one page (edge_pipeline.artifacts.run_summary), then the alert events it sent."""
-    from edge_pipeline.artifacts.run_summary import build, markdown
+    """The run's one page (flows.summary), then the alert events it sent."""
+    from flows.summary import build, markdown
 
     lines = [markdown(build(root)).rstrip(), "", "## Alert events sent", ""]
     lines += [f"- {a}" for a in alerts] or ["None in this run."]

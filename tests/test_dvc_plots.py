@@ -54,10 +54,10 @@ def _prune_report() -> dict[str, Any]:
 def plots_workspace(tmp_path: Path) -> Path:
     from dvc.repo import Repo
 
-    from edge_pipeline.artifacts.run_history import append_tonight
-    from edge_pipeline.artifacts.run_summary import build
     from edge_pipeline.compression.prune_outputs import write_prune_plots
     from edge_pipeline.edge.benchmark_plots import write_plots
+    from flows.history import append_tonight
+    from flows.summary import build
 
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, tmp_path / name)

@@ -62,7 +62,7 @@ RESULTS = "results.json"
 # register (reports/register, shown as its Prefect artifact)
 DECISION_REPORT = "decision.md"
 
-# the run summary after the flow (edge_pipeline/artifacts/run_summary.py, run_history.py)
+# the run summary after the flow (flows/summary.py, flows/history.py)
 SUMMARY = "summary.md"  # <reports root>/summary.md: tonight's one page
 NIGHTS = "history/nights.{ext}"  # <plots root>/history/nights.{csv,png}: one row per night
 # plots shared by several stages

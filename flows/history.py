@@ -87,14 +87,15 @@ def append_tonight(
 ) -> tuple[Path, Path]:
     """Add (or replace, same run_key) tonight's row in nights.csv and redraw nights.png.
 
-    The night number is the demo's `night` when the demo stage ran, else the next number.
+    The night number is the demo's `night`, else the train stage's (its lineage), else the next.
     """
     csv, png = history_paths(root)
     table = read_history(csv)
     key_rows = table["run_key"] == tonight_row(summary, night=0, today=dt.date.min)["run_key"]
     previous = table[key_rows]
     table = table[~key_rows]
-    night = summary["metrics"].get("demo", {}).get("night") or (
+    m = summary["metrics"]
+    night = m.get("demo", {}).get("night") or m.get("train", {}).get("night") or (
         int(previous["night"].iloc[0]) if len(previous) else int(table["night"].max()) + 1
         if len(table) else 1
     )  # fmt: skip

@@ -8,9 +8,9 @@ chosen model, the promotion decision with its reason, the alerts and links to th
 Numbers are rounded (percent to 0.1, latency and size to 3 significant digits).
 
 CLI (`make demo` runs it after the flow):
-    python -m edge_pipeline.artifacts.run_summary [--root DIR] [--no-history]
+    python -m flows.summary [--root DIR] [--no-history]
 writes reports/summary.md, appends tonight's row to the nightly history
-(edge_pipeline/artifacts/run_history.py) and prints the page.
+(flows/history.py) and prints the page.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     print(f"(written to {path})")
     if not args.no_history:
-        from edge_pipeline.artifacts.run_history import append_tonight
+        from flows.history import append_tonight
 
         csv, png = append_tonight(args.root, build(args.root))
         print(f"(nightly history: {csv}, {png})")
