@@ -31,8 +31,9 @@ def test_run_times_cover_the_stage_process_not_only_the_block() -> None:
 
     from edge_pipeline.core.tracking import configure
 
+    mlflow = configure()  # this test's store: an earlier test may have pointed mlflow elsewhere
     client = MlflowClient()
-    runs = client.search_runs([configure().get_experiment_by_name("edge-pipeline").experiment_id])
+    runs = client.search_runs([mlflow.get_experiment_by_name("edge-pipeline").experiment_id])
     by = {r.info.run_name: r.info for r in runs}
     late, second = by["late"], by["second"]
     seconds = (late.end_time - late.start_time) / 1000
