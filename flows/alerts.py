@@ -11,7 +11,6 @@ calls `ensure_alert_automation`, which saves a notification block for
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 
 from edge_pipeline.config.orchestration import Alerts
-from flows.dag import Stage
+from flows.dag import Stage, stage_metrics
 
 AUTOMATION = "edge-pipeline-alerts"
 BLOCK = "edge-pipeline-alerts"
@@ -40,15 +39,7 @@ def alert_reasons(metrics: Mapping[str, Any]) -> list[str]:
 
 def stage_alerts(root: Path, stage: Stage) -> list[tuple[str, str]]:
     """(metrics file, reason) of every alert in the stage's metrics files."""
-    found = []
-    for rel in stage.metrics:
-        try:
-            metrics = json.loads((root / rel).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(metrics, Mapping):
-            found += [(rel, reason) for reason in alert_reasons(metrics)]
-    return found
+    return [(rel, r) for rel, metrics in stage_metrics(root, stage) for r in alert_reasons(metrics)]
 
 
 def emit_alerts(stage: Stage, *, root: Path, cfg: Alerts, flow_run: str) -> list[str]:

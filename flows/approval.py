@@ -16,7 +16,6 @@ With none of them the gate is reported as unknown and the run goes on (a warning
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +25,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from flows.dag import Stage
+from flows.dag import Stage, stage_metrics
 from flows.publish import artifact_key, stage_markdown
 
 PASSED = {"pass", "passed", "ok", "skipped", "not_applicable", "approved"}
@@ -73,16 +72,11 @@ def read_gate(root: Path, stage: Stage) -> tuple[bool | None, str]:
 
     The explanation is the metrics file plus its `gate_reason` when the stage wrote one.
     """
-    for rel in stage.metrics:
-        try:
-            metrics = json.loads((root / rel).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(metrics, Mapping):
-            verdict = gate_failed(metrics)
-            if verdict is not None:
-                reason = metrics.get("gate_reason")
-                return verdict, f"{rel}: {reason}" if reason else rel
+    for rel, metrics in stage_metrics(root, stage):
+        verdict = gate_failed(metrics)
+        if verdict is not None:
+            reason = metrics.get("gate_reason")
+            return verdict, f"{rel}: {reason}" if reason else rel
     return None, ", ".join(stage.metrics) or "(no metrics file)"
 
 

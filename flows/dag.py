@@ -7,9 +7,10 @@ addresses (`train`, `bench@onnx`, `sub/dvc.yaml:stage`), which `dvc repro --sing
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,17 @@ class Dag:
 
     def __iter__(self) -> Iterator[Stage]:
         return iter(self.stages.values())
+
+
+def stage_metrics(root: Path, stage: Stage) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(path, mapping) of each of the stage's metrics files that exists and holds a JSON object."""
+    for rel in stage.metrics:
+        try:
+            metrics = json.loads((root / rel).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(metrics, Mapping):
+            yield rel, metrics
 
 
 def _rel(path: str, root: Path) -> str:
