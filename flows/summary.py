@@ -93,6 +93,15 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def drift_line(register: dict[str, Any]) -> str | None:
+    """'91.0% of 89 (93.1% at promotion (v1))', plus 'ALERT' on drift; None without figures."""
+    d = register.get("new_images") or {}
+    if d.get("accuracy") is None:
+        return None
+    line = f"{pct(d['accuracy'])} of {d['n']} ({pct(d['reference'])} {d['reference_kind']})"
+    return line + (" ALERT: drift" if d.get("alert") else "")
+
+
 def data_lines(m: dict[str, dict[str, Any]]) -> list[str]:
     """Tonight's data: images kept, new since the last run, quarantined, kappa, label issues,
     the champion's accuracy on the new images (metrics/register.json `new_images`, if any)."""
@@ -106,9 +115,7 @@ def data_lines(m: dict[str, dict[str, Any]]) -> list[str]:
         ("quarantined files", ingest.get("quarantined")),
         ("annotator kappa (Fleiss)", None if kappa is None else f"{kappa:.2f}"),
         ("label issues (cleanlab)", clean.get("n_issues")),
-        ("champion accuracy on tonight's new images",
-         pct(new_acc) if (new_acc := m.get("register", {}).get("new_images", {}).get("accuracy"))
-         is not None else None),
+        ("champion accuracy on tonight's new images", drift_line(m.get("register", {}))),
         ("train / val / test", " / ".join(str(split.get(f"n_{k}", "-")) for k in SPLITS)
          if split else None),
     ]  # fmt: skip

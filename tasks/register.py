@@ -4,13 +4,14 @@ Reads data/benchmark/chosen.json and the test split; the new version gets alias 
 It and the current champion (downloaded from the registry) are scored on the same test images in
 this run, and `champion` moves when the rule of edge_pipeline/registry/promotion.py says so
 (McNemar's exact test plus `register.tolerance_pts`; edge_pipeline/registry/model_registry.py does
-the MLflow work). Writes metrics/register.json and reports/register/decision.md.
+the MLflow work). The champion is also scored on the images new since the last split
+(edge_pipeline/registry/drift.py). Writes metrics/register.json and reports/register/decision.md.
 """
 
 from __future__ import annotations
 
 from edge_pipeline.artifacts.catalog import CHOSEN, stage_paths
-from edge_pipeline.artifacts.datasets import load_classes, load_split
+from edge_pipeline.artifacts.datasets import load_classes, load_new_images, load_split
 from edge_pipeline.config import load_section
 from edge_pipeline.config.registry import Register
 from edge_pipeline.core.entry import run_stage
@@ -28,10 +29,11 @@ def main() -> None:
     chosen_path = stage_paths("benchmark").data / CHOSEN
     chosen = read_chosen(chosen_path)
     x, y, _ = load_split("test")
+    x_new, y_new, _, _ = load_new_images()  # since the split's last run: the drift check
     paths = stage_paths(STAGE)
     with stage_run(STAGE, p.to_dict()) as mlflow:
         attach_reports(mlflow, paths.reports.parent, chosen_path)
-        record = register_chosen(mlflow, chosen, x, y, load_classes(), p=p)
+        record = register_chosen(mlflow, chosen, x, y, load_classes(), new=(x_new, y_new), p=p)
         write_decision(record, paths)
         mlflow.log_artifacts(str(paths.reports), artifact_path=f"reports/{STAGE}")
 

@@ -34,6 +34,7 @@ from edge_pipeline.artifacts.catalog import (
     IMAGES,
     LABELS,
     MANIFEST,
+    PREVIOUS_SPLIT,
     SPLIT,
     TEACHER_LOGITS,
     TRAIN_SET,
@@ -184,6 +185,26 @@ def load_split(
     rows = rows_of(table["id"], load_manifest(params_path=params_path), source=source)
     x = np.asarray(load_images(params_path=params_path)[rows])
     return x, y, table["id"].to_numpy(dtype=str)
+
+
+def load_new_images(
+    *, params_path: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The images that are new tonight: in `data/split/split.csv` but not in the split the last run
+    wrote (`previous_split.csv`), every split, with clean's labels (rows clean dropped left out).
+
+    Without a previous split (a first run) every image is new. Returns x uint8 (N, H, W, C),
+    y int64 (N,), ids str (N,) and split str (N,), in split.csv order.
+    """
+    table, labels_path = read_split_table(params_path=params_path)
+    previous = read_split_assignment(stage_paths("split", params_path).data / PREVIOUS_SPLIT)
+    if previous is not None:
+        table = table[~table["id"].isin(previous["id"])]
+    source = f"{stage_paths('split', params_path).data / SPLIT} (labels: {labels_path})"
+    y = encode_labels(table["label"], load_classes(params_path=params_path), source=source)
+    rows = rows_of(table["id"], load_manifest(params_path=params_path), source=source)
+    x = np.asarray(load_images(params_path=params_path)[rows])
+    return x, y, table["id"].to_numpy(dtype=str), table["split"].to_numpy(dtype=str)
 
 
 def load_train(

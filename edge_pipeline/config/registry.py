@@ -23,4 +23,7 @@ class Register(Section):
     alpha: float = Field(0.05, gt=0, lt=1)
     # ALERT when accuracy is more than this % (relative) below the champion's
     alert_drop_pct: float = Field(5.0, ge=0)
+    # ... and when the champion's accuracy on tonight's new images is that far below its accuracy
+    # at promotion, if there are at least this many new images (fewer: reported, no alert)
+    drift_min_images: int = Field(20, ge=1)
     timeout_s: float = Field(600, gt=0)  # per child process scoring a registered version

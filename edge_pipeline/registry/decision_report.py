@@ -18,10 +18,12 @@ FIGURES = ("accuracy", "balanced_accuracy", "macro_f1", "per_class_recall")
 def record(
     decision: Decision, scores: dict[str, dict[str, Any]], test: PairedTest | None, *,
     chosen: dict[str, Any], model_name: str, version: str | None, previous: str | None,
-    n_images: int,
+    n_images: int, drift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The metrics/register.json record: the decision, both models' figures on the same
-    `n_images` test images, the paired test (None without a champion), the versions."""
+    `n_images` test images, the paired test (None without a champion), the versions, and
+    `new_images`: the champion on tonight's new images (edge_pipeline/registry/drift.py; None
+    without a champion)."""
     sides = {
         role: {"version": s["version"]} | {k: s[k] for k in FIGURES} for role, s in scores.items()
     }
@@ -46,6 +48,7 @@ def record(
         "mcnemar": test_fields,
         "challenger": sides.get("challenger"),
         "champion": sides.get("champion"),
+        "new_images": drift,
         "previous_champion_version": int(previous) if previous else None,
         "champion_version": int(version) if decision.promote and version else (
             int(previous) if previous else None
@@ -63,6 +66,8 @@ def markdown(rec: dict[str, Any]) -> str:
     ]
     if rec["alert"]:
         lines += [f"**ALERT**: {rec['alert_reason']}", ""]
+    if rec.get("new_images"):
+        lines += ["## The champion on tonight's new images", "", rec["new_images"]["reason"], ""]
     ch, cp = rec["challenger"], rec["champion"]
     if ch is None:
         return "\n".join(lines)

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import tempfile
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from edge_pipeline.edge.benchmark_outputs import numeric
 from edge_pipeline.edge.classification import majority
 from edge_pipeline.edge.gates import floor_failure
 from edge_pipeline.registry.decision_report import record
+from edge_pipeline.registry.drift import drift_check
 from edge_pipeline.registry.paired_test import PairedTest, mcnemar_exact
 from edge_pipeline.registry.promotion import (
     Candidate,
@@ -206,12 +208,42 @@ def challenger_candidate(
     return Candidate(m["id"], scores["accuracy"], m["verdict"]["passed"] and not floor, failures)
 
 
+def champion_drift(
+    champion: Any, x_new: np.ndarray, y_new: np.ndarray, classes: list[str], *,
+    today: float | None, p: Register,
+) -> dict[str, Any]:  # fmt: skip
+    """The champion ModelVersion scored on tonight's new images x_new (M, H, W, C) / y_new (M,)
+    against its accuracy at promotion (tag `accuracy`; else `today`, its accuracy on today's test
+    split): edge_pipeline/registry/drift.py's figures plus `champion_version`."""
+    tagged = champion.tags.get("accuracy")
+    if tagged is not None:
+        reference, kind = float(tagged), f"at promotion (v{champion.version})"
+    elif today is not None:
+        reference, kind = today, "on today's test split"
+    else:  # an untagged champion and no challenger scored next to it tonight
+        return {
+            "n": len(y_new),
+            "alert": False,
+            "champion_version": str(champion.version),
+            "reason": f"champion v{champion.version} has no `accuracy` tag to compare with",
+        }
+    correct = np.zeros(0, dtype=bool)
+    if len(y_new):
+        pred = score_version(p.model_name, champion.version, x_new, y_new, classes,
+                             role="champion", timeout_s=p.timeout_s)["pred"]  # fmt: skip
+        correct = pred == y_new
+    out = drift_check(correct, reference=reference, reference_kind=kind,
+                      alert_drop_pct=p.alert_drop_pct, min_images=p.drift_min_images)  # fmt: skip
+    return out | {"champion_version": str(champion.version)}
+
+
 def register_chosen(
     mlflow: Any, chosen: dict[str, Any], x: np.ndarray, y: np.ndarray, classes: list[str], *,
-    p: Register,
+    new: tuple[np.ndarray, np.ndarray], p: Register,
 ) -> dict[str, Any]:  # fmt: skip
     """Register the chosen model (if any) in the active run, score it and the current champion on
     the test images x (N, H, W, C) uint8 / labels y (N,), decide on `champion`, log the outcome.
+    The champion is also scored on tonight's new images `new` = (x (M, H, W, C), y (M,)) (drift).
 
     Returns the metrics/register.json record (edge_pipeline/registry/decision_report.py:record).
     """
@@ -246,6 +278,14 @@ def register_chosen(
             tolerance_pts=p.tolerance_pts, alert_drop_pct=p.alert_drop_pct,
         )  # fmt: skip
         apply_decision(client, decision, scores, test, model_name=p.model_name, version=version)
+    drift = None
+    if previous is not None:
+        today = scores["champion"]["accuracy"] if "champion" in scores else None
+        drift = champion_drift(previous, *new, classes, today=today, p=p)
+        log.log(logging.WARNING if drift["alert"] else logging.INFO, "%s", drift["reason"])
+        if drift["alert"]:
+            reasons = [r for r in (decision.alert_reason, drift["reason"]) if r]
+            decision = replace(decision, alert=True, alert_reason="; ".join(reasons))
     log.log(
         logging.INFO if decision.promote else logging.WARNING, "%s: %s",
         decision.outcome.upper().replace("_", " "), decision.reason,
@@ -254,7 +294,7 @@ def register_chosen(
         log.warning("ALERT: %s", decision.alert_reason)
     out = record(
         decision, scores, test, chosen=chosen, model_name=p.model_name, version=version,
-        previous=str(previous.version) if previous else None, n_images=len(y),
+        previous=str(previous.version) if previous else None, n_images=len(y), drift=drift,
     )  # fmt: skip
     mlflow.log_metrics(numeric(out))
     mlflow.set_tags({"decision": decision.reason[:5000], "outcome": decision.outcome,

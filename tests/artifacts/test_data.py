@@ -44,6 +44,26 @@ def test_load_split_matches_split_csv_and_pixels(prepared_workspace, name: str) 
     np.testing.assert_array_equal(x, images[[position[i] for i in ids]])
 
 
+def test_new_images_are_those_missing_from_the_previous_split(prepared_workspace) -> None:
+    prepared_workspace(n_classes=3, per_class=10)
+    table = pd.read_csv("data/split/split.csv", dtype=str)
+    x, y, ids, splits = data.load_new_images()  # a first run: no previous split, all new
+    assert ids.tolist() == table["id"].tolist() and len(x) == len(y) == 30
+
+    kept = table.drop(index=[0, 7, 21])  # last night had all but three of tonight's images
+    kept[["id", "split"]].to_csv("data/split/previous_split.csv", index=False)
+    clean = pd.read_csv("data/clean/labels.csv", dtype=str)
+    clean.loc[clean["id"] == table["id"][21], "action"] = "dropped"  # clean dropped one of them
+    clean.to_csv("data/clean/labels.csv", index=False)
+
+    x, y, ids, splits = data.load_new_images()
+    assert ids.tolist() == table["id"][[0, 7]].tolist()
+    assert splits.tolist() == table["split"][[0, 7]].tolist()
+    assert y.tolist() == table["label"][[0, 7]].astype(int).tolist()
+    position = {i: r for r, i in enumerate(pd.read_csv("data/ingest/manifest.csv")["id"])}
+    np.testing.assert_array_equal(x, np.load("data/ingest/images.npy")[[position[i] for i in ids]])
+
+
 def test_load_split_names_the_bad_line(prepared_workspace) -> None:
     prepared_workspace(n_classes=2, per_class=10)
     table = pd.read_csv("data/split/split.csv", dtype=str)

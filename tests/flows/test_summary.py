@@ -28,7 +28,8 @@ REGISTER = {  # metrics/register.json as edge_pipeline/registry/decision_report.
     "drop_pts": 0.0, "drop_pct": 0.0, "promoted": True, "mcnemar": None,
     "challenger": {"version": "3", "accuracy": 0.980487804878}, "champion": None,
     "previous_champion_version": 2, "champion_version": 3,
-    "new_images": {"accuracy": 0.9123456},
+    "new_images": {"accuracy": 0.9123456, "n": 89, "reference": 0.93,
+                   "reference_kind": "at promotion (v1)"},
 }  # fmt: skip
 
 
@@ -72,7 +73,9 @@ def test_full_run_page_has_every_section_with_rounded_numbers(tmp_path: Path) ->
     assert re.search(r"- train / val / test: \d+ / \d+ / \d+\n", page)
     assert re.search(r"- label issues \(cleanlab\): \d+\n", page)
     assert re.search(r"\| teacher_fp32 \| \d+\.\d% \| \d+\.\d% \| 44\.8 \| [\d.]+ \| fail \|", page)
-    assert "- champion accuracy on tonight's new images: 91.2%" in page
+    assert (
+        "- champion accuracy on tonight's new images: 91.2% of 89 (93.0% at promotion (v1))" in page
+    )
     # a person reads it in 30 seconds: short, no long decimals
     assert len(page.splitlines()) < 60
     assert not re.search(r"\d\.\d{5,}", page), re.findall(r"\S*\d\.\d{5,}\S*", page)

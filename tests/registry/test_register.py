@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -284,6 +285,8 @@ def test_register_decides_on_the_same_test_images(
 
     rule = {"model_name": "edge-test", "tolerance_pts": 0.5, "alpha": 0.05, "alert_drop_pct": 5.0}
     root = prepared_workspace(per_class=60, params={"register": rule})["root"]  # 36 test images
+    split = pd.read_csv(root / "data/split/split.csv", dtype=str)  # a re-run: no image is new
+    split[["id", "split"]].to_csv(root / "data/split/previous_split.csv", index=False)
 
     def run(correct: np.ndarray | None) -> dict:
         write_benchmark_outputs(root, correct)
@@ -355,6 +358,28 @@ def test_register_decides_on_the_same_test_images(
     nothing = run(None)  # no model passed the benchmark gates
     assert nothing["outcome"] == "nothing_to_register" and not nothing["registered"]
     assert nothing["alert"] and nothing["champion_version"] == 2
+    # so far no image was new: nothing to call drift on
+    assert nothing["new_images"]["n"] == 0 and not nothing["new_images"]["alert"]
+
+    # An induced drift: 24 of tonight's images are new and relabelled at random; the champion
+    # (v2, 94.44% at promotion) gets them right only by chance.
+    table = split
+    new = table[table["split"] != "test"].index[:24]  # the test split (and its decision) stays
+    table.drop(index=new)[["id", "split"]].to_csv(root / "data/split/previous_split.csv",
+                                                 index=False)  # fmt: skip
+    clean = pd.read_csv(root / "data/clean/labels.csv", dtype=str).set_index("id")
+    ids = table["id"][new]
+    clean.loc[ids, "label"] = [str(k) for k in np.random.default_rng(1).integers(0, 3, len(new))]
+    clean.reset_index().to_csv(root / "data/clean/labels.csv", index=False)
+    drift = run(good)
+    d = drift["new_images"]
+    assert d["n"] == 24 and d["champion_version"] == "2" and d["reference"] == 0.9444
+    assert d["accuracy"] < 0.7 and d["alert"] and drift["alert"]
+    assert d["reason"] in drift["alert_reason"] and "at promotion (v2)" in d["reason"]
+    assert (
+        "The champion on tonight's new images"
+        in (root / "reports/register/decision.md").read_text()
+    )
 
 
 def _bench_row(i: str, path: str, runtime: str, dtype: str, source: str | None) -> dict:
