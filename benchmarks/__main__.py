@@ -15,8 +15,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
-# The whole pipeline on a real-size case is long: it runs only when named (`benchmarks flow`).
-OPT_IN = {"flow"}
+# The whole pipeline on a real-size case and two demo nights are long: they run only when named
+# (`benchmarks flow`, `benchmarks nights`).
+OPT_IN = {"flow", "nights"}
 
 
 def available() -> list[str]:

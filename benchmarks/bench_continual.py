@@ -3,6 +3,10 @@
 Usage: python benchmarks/bench_continual.py WORKSPACE [--ewc 100,1000] [--replay 100,300]
 WORKSPACE holds snap/night1 and snap/night2, each with the ingest, split, clean and resample
 folders of that night (run the data stages with `demo.night` 1, then 2, and copy data/<stage>).
+Or `python -m benchmarks.bench_continual --case gray28 [--new 600] [--new-classes 3]`: a two-night
+split of a generated real-size case (benchmarks/cases.py) in a scratch repo: night 2 brings `--new`
+images drawn from `--new-classes` classes only (a skewed night, where a model fine-tuned on the
+last night alone forgets the other classes), the data stages run once per night, then the table.
 
 Trains the night-1 teacher from scratch (train section of params.yaml), then night 2 per mode:
 scratch on all images; warm start (all images); warm start on the last night only
@@ -32,10 +36,55 @@ from edge_pipeline.core.lineage import Source
 from edge_pipeline.teacher import ewc, warm_start
 from edge_pipeline.teacher.fit import deterministic, setup_device, train_teacher
 
+DATA_STAGES = ("ingest", "agreement", "split", "clean", "resample")
+
+
+def case_workspace(case: str, *, n_new: int, new_classes: int, seed: int = 0) -> Path:
+    """A scratch repo for `case` whose snap/night1 and snap/night2 hold the data stages' outputs
+    of night 1 (the case without the night-2 images) and night 2 (the whole case); returns it."""
+    import shutil
+    import tempfile
+
+    import pandas as pd
+
+    from benchmarks.bench_flow import run_stage, scratch_repo
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-continual-{case}-"))
+    repo = scratch_repo(tmp / "repo", case, {})
+    src = repo / "cases" / case
+    truth = pd.read_csv(src / "truth.csv")
+    annotations = pd.read_csv(src / "annotations.csv")
+    rng = np.random.default_rng(seed)
+    good = truth[truth["flaw"] != "label_noise"]  # any image of the chosen classes
+    counts = good["label"].value_counts()
+    classes = rng.choice(counts.index[counts >= 100], size=new_classes, replace=False)
+    pool = good[good["label"].isin(classes)]["image"].to_numpy()
+    later = set(rng.choice(pool, size=min(n_new, len(pool)), replace=False))
+    hold = tmp / "night2"
+    for name in later:
+        (hold / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(src / name, hold / name)
+    annotations[~annotations["image"].isin(later)].to_csv(src / "annotations.csv", index=False)
+    truth[~truth["image"].isin(later)].to_csv(src / "truth.csv", index=False)
+    env = {**os.environ, "PYTHONPATH": str(repo), "TF_USE_LEGACY_KERAS": "1"}
+    print(f"night 2 brings {len(later)} images of classes {sorted(map(int, classes))}", flush=True)
+    for night in (1, 2):
+        if night == 2:
+            shutil.copytree(hold, src, dirs_exist_ok=True)
+            annotations.to_csv(src / "annotations.csv", index=False)
+            truth.to_csv(src / "truth.csv", index=False)
+        for stage in DATA_STAGES:
+            wall, _, code = run_stage(repo, stage, env, tmp / "dvc.log")
+            if code:
+                raise RuntimeError(f"night {night}: {stage} failed; see {tmp / 'dvc.log'}")
+        for stage in DATA_STAGES:
+            shutil.copytree(repo / "data" / stage, repo / "snap" / f"night{night}" / stage)
+    return repo
+
 
 def night_params(root: Path, night: int) -> Path:
     """A params.yaml whose `paths.data` is snap/night<N> of the workspace."""
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = yaml.safe_load((root / "params.yaml").read_text())
     params["paths"]["data"] = str(root / "snap" / f"night{night}")
     path = root / f"params_night{night}.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -59,12 +108,19 @@ def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device) -> fl
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("workspace", type=Path)
+    ap.add_argument("workspace", type=Path, nargs="?")
+    ap.add_argument("--case", help="build the workspace from a benchmarks/cases.py case")
+    ap.add_argument("--new", type=int, default=600)
+    ap.add_argument("--new-classes", type=int, default=3)
     ap.add_argument("--ewc", default="100,1000")
     ap.add_argument("--replay", default="100,300")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    root = args.workspace.resolve()
+    if args.case:
+        root = case_workspace(args.case, n_new=args.new, new_classes=args.new_classes)
+        os.chdir(root)  # the stages' params.yaml and relative paths
+    else:
+        root = args.workspace.resolve()
     base: Train = load_section("train")
     device = setup_device(base.device, threads=base.threads)
     d1, d2 = night_sets(night_params(root, 1)), night_sets(night_params(root, 2))
