@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +81,9 @@ def _log_run_and_champion(project: Path, *, legacy: bool) -> str:
     return run_id
 
 
-@pytest.mark.parametrize("legacy", [False, True], ids=["new-store", "absolute-store-of-before"])
-def test_a_copied_project_keeps_its_mlflow_artifacts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool
-) -> None:
-    """mlruns.db + mlartifacts/ moved to another folder (the original gone): a run's artifact
-    downloads, the registered model loads by alias, and no stored URI names the old folder.
-    `legacy`: a database written before, with absolute file:// locations, is rewritten."""
+def _copied_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, legacy: bool) -> str:
+    """A project with a run and a champion, copied (mlruns.db + mlartifacts/) to
+    tmp_path/elsewhere/copy, the working directory; the original is deleted. Returns the run id."""
     from mlflow import MlflowClient
 
     from edge_pipeline.core import tracking
@@ -105,11 +103,27 @@ def test_a_copied_project_keeps_its_mlflow_artifacts(
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # mlflow.set_tracking_uri sets it: a new process
     monkeypatch.setattr(tracking, "REPO_ROOT", after)
     monkeypatch.chdir(after)
+    return run_id
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["new-store", "absolute-store-of-before"])
+def test_a_copied_project_keeps_its_mlflow_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool
+) -> None:
+    """mlruns.db + mlartifacts/ moved to another folder (the original gone): a run's artifact
+    downloads, the registered model loads by alias, and no stored URI names the old folder.
+    `legacy`: a database written before, with absolute file:// locations, is rewritten."""
+    from mlflow import MlflowClient
+
+    from edge_pipeline.core import tracking
+
+    run_id = _copied_project(tmp_path, monkeypatch, legacy=legacy)
+    after = Path.cwd()
     tracking.configure()
     client = MlflowClient()
     assert client.get_experiment_by_name(tracking.EXPERIMENT).artifact_location == "mlartifacts"
     assert client.get_run(run_id).info.artifact_uri == f"mlartifacts/{run_id}/artifacts"
-    assert str(before) not in (after / "mlruns.db").read_bytes().decode("latin-1")
+    assert str(tmp_path / "clone") not in (after / "mlruns.db").read_bytes().decode("latin-1")
     report = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="reports/register/report.md", dst_path=str(tmp_path)
     )
@@ -119,6 +133,46 @@ def test_a_copied_project_keeps_its_mlflow_artifacts(
     with tracking.stage_run("next"):  # logging goes on in the copy
         mlflow.log_text("x", "x.txt")
     assert list(after.glob("mlartifacts/*/artifacts/x.txt"))
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_serves_a_copied_projects_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make mlflow-ui`'s command, started in the copy, shows a run's report and the registered
+    version's files (the UI resolves the relative locations against its working directory)."""
+    from edge_pipeline.core import tracking
+
+    run_id = _copied_project(tmp_path, monkeypatch, legacy=False)
+    tracking.configure()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    argv = [str(mlflow_bin), "ui", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", "sqlite:///mlruns.db"]  # fmt: skip
+    server = subprocess.Popen(
+        argv, cwd=Path.cwd(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow ui did not start"
+                time.sleep(1)
+        query = f"path=reports/register/report.md&run_uuid={run_id}"
+        with urllib.request.urlopen(f"{base}/get-artifact?{query}", timeout=30) as r:
+            assert r.read() == b"# tonight\n"
+        query = "path=MLmodel&name=edge-test&version=1"
+        with urllib.request.urlopen(f"{base}/model-versions/get-artifact?{query}", timeout=30) as r:
+            assert b"python_function" in r.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_relative_artifacts_need_the_project_root_as_working_directory(
