@@ -1,7 +1,8 @@
 """MLflow tracking shared by the stages: one run per stage, nested under the flow's parent run.
 
 - Tracking store: `MLFLOW_TRACKING_URI` if set, else a local SQLite file `mlruns.db` with
-  artifacts in `mlartifacts/` at the repository root (both git-ignored, independent of DVC).
+  artifacts in `mlartifacts/` at the repository root (both git-ignored, independent of DVC),
+  recorded relative to it (core/artifact_location.py): a copied or moved project keeps its links.
 - `PIPELINE_PARENT_RUN_ID` (set by flows/retrain.py) nests stage runs under the flow's run;
   without it (plain `dvc repro`) each stage logs a standalone run.
 - A run that raises, or whose process gets SIGTERM, ends FAILED/KILLED. A process killed with
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import socket
@@ -23,6 +25,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from edge_pipeline.core import artifact_location
+from edge_pipeline.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "edge-pipeline")
 PARENT_ENV = "PIPELINE_PARENT_RUN_ID"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,15 +38,48 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlruns.db'}"
 
 
+def project_db() -> Path | None:
+    """The project's own `mlruns.db` when the tracking URI is it, else None (another store)."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return db if db == REPO_ROOT / "mlruns.db" else None
+
+
 def configure() -> Any:
-    """Point mlflow at the store and experiment; returns the mlflow module (imported lazily)."""
+    """Point mlflow at the store and experiment; returns the mlflow module (imported lazily).
+
+    Artifacts of a new experiment go to `MLFLOW_ARTIFACT_ROOT` if set; else, on the project's
+    `mlruns.db`, to `mlartifacts/` recorded relative to the project root (artifact_location.py;
+    older absolute locations into this project, or into a moved one, are rewritten); on an
+    http(s) tracking server, where the server puts them (proxied `mlflow-artifacts:/` with
+    `mlflow server`'s defaults); on another database, to `<project>/mlartifacts` (absolute).
+
+    Raises ConfigError when the project's relative artifacts would be resolved against another
+    working directory than the project root.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
+    db = project_db()
+    chosen = os.environ.get("MLFLOW_ARTIFACT_ROOT")
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        artifacts = os.environ.get("MLFLOW_ARTIFACT_ROOT") or (REPO_ROOT / "mlartifacts").as_uri()
+        artifacts = chosen
+        if not chosen and not tracking_uri().startswith(("http://", "https://")):
+            artifacts = (REPO_ROOT / artifact_location.ARTIFACT_DIR).as_uri()
         mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
-    mlflow.set_experiment(EXPERIMENT)
+    if db is not None and not chosen:
+        for old, n in artifact_location.relativize(db, REPO_ROOT).items():
+            log.info("MLflow: %d artifact URIs under %s made relative to the project", n, old)
+    exp = mlflow.set_experiment(EXPERIMENT)
+    relative = db is not None and artifact_location.is_relative(exp.artifact_location)
+    if relative and Path.cwd().resolve() != REPO_ROOT:
+        raise ConfigError(
+            f"MLflow artifacts of {db} are at {artifact_location.ARTIFACT_DIR}/ relative to "
+            f"the project root, but the working directory is {Path.cwd()}: run from "
+            f"{REPO_ROOT} (cd there), or set MLFLOW_TRACKING_URI to another store"
+        )
     return mlflow
 
 
