@@ -196,6 +196,13 @@ def test_main_writes_the_contract(prepared_workspace, policy: str) -> None:
     if policy != "flag":  # only what the annotators' consensus also rejects, and mostly right
         assert metrics["n_confirmed"] <= metrics["n_issues"]
         assert metrics["acted"]["precision"] >= 0.9, metrics["acted"]
+        # recall over the errors the policy may touch: those outside the test split
+        true = pd.read_csv("data/ingest/manifest.csv", dtype=str).set_index("id")["true_label"]
+        wrong = labels["given_label"] != labels["id"].map(true)
+        assert metrics["acted"]["n_actable_errors"] == int(
+            (wrong & (labels["split"] != "test")).sum()
+        )
+        assert metrics["acted"]["recall_actable"] >= metrics["acted"]["recall"] > 0
     if policy == "relabel":  # to the annotator c's (true) label
         assert metrics["acted"]["relabel_accuracy"] == 1.0
 
