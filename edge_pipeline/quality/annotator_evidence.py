@@ -118,7 +118,8 @@ def dawid_skene(
     The E-step multiplies the prior `pred_probs` by every rating's likelihood; the M-step counts
     posterior-weighted ratings plus `o.pseudo_count` (a Dirichlet prior: that many pseudo-ratings
     per row, half on the diagonal, half spread over the K classes, so a class an annotator rarely
-    saw stays near "mostly right"). Starts from the model times the vote shares; stops after
+    saw stays near "mostly right"). Starts from the model's probabilities (the confusions are
+    first measured against the model, which never saw the labels); stops after
     `o.iterations` or when no posterior moves by more than `o.tol`.
     """
     n, k = pred_probs.shape
