@@ -238,15 +238,29 @@ class CleanModels(Section):
     knn: KnnOptions = KnnOptions()
 
 
+class AnnotatorModel(Section):
+    """Dawid-Skene model of the annotators that confirms label errors (annotator_evidence.py)."""
+
+    iterations: int = Field(50, ge=1)  # EM iterations at most
+    tol: float = Field(1e-4, gt=0)  # EM stops when no posterior probability moves more than this
+    # Dirichlet pseudo-ratings per confusion-matrix row (half on the diagonal): rare classes stay
+    # "mostly right"
+    pseudo_count: float = Field(2.0, gt=0)
+    # confirm only a label whose posterior is at least this (0.5: more likely than all others)
+    min_posterior: float = Field(0.5, gt=0, le=1)
+
+
 class Clean(Section):
     """Confident learning on out-of-fold probabilities (tasks/clean.py, docs/clean.md)."""
 
     # applied to CONFIRMED issues only (others are flagged for review): drop | relabel (to the
-    # annotators' CROWDLAB consensus) | flag (keep, report only)
+    # annotators' posterior label) | flag (keep, report only)
     policy: Literal["drop", "relabel", "flag"] = "drop"
-    # annotators_and_model: confirmed = CROWDLAB's consensus is another annotator's label AND the
-    # out-of-fold model prefers it (no annotators: nothing is confirmed) | model: every issue
+    # annotators_and_model: confirmed = the Dawid-Skene posterior (annotators' confusions x model)
+    # prefers another annotator's label AND the out-of-fold model prefers it (no annotators:
+    # nothing is confirmed) | model: every issue
     confirm: Literal["annotators_and_model", "model"] = "annotators_and_model"
+    annotators: AnnotatorModel = AnnotatorModel()
     # conv_kmeans (label-free conv features + logistic regression) | the pixel models
     model: Literal[
         "conv_kmeans", "logistic_regression", "random_forest", "hist_gradient_boosting", "knn"

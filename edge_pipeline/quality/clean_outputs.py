@@ -108,8 +108,9 @@ def score_issues(
 
 def evaluate(result: pd.DataFrame, classes: list[str]) -> dict[str, Any] | None:
     """`score_issues` of the flagged issues over the rows with a known `true_label`, the same for
-    what the policy dropped or relabelled (`acted`), and label accuracy before and after the
-    policy (kept rows); None when no true label is known (user data)."""
+    what the policy dropped or relabelled (`acted`; `recall_actable`: of the real errors the policy
+    may touch, outside the test split and reviewed labels), and label accuracy before and after
+    the policy (kept rows); None when no true label is known (user data)."""
     known = result[result["true_label"].isin(classes)]
     if known.empty:
         return None
@@ -122,8 +123,13 @@ def evaluate(result: pd.DataFrame, classes: list[str]) -> dict[str, Any] | None:
         acted, known["given_label"].to_numpy(), known["true_label"].to_numpy(),
         known["target_label"].to_numpy(),
     )  # fmt: skip
+    errors = (known["given_label"] != known["true_label"]).to_numpy()
+    actable = errors & (known["split"] != "test").to_numpy() & ~known["reviewed"].to_numpy()
     score["acted"] = {
         "n": int(acted.sum()), "precision": act["precision"], "recall": act["recall"],
+        "n_actable_errors": int(actable.sum()),
+        "recall_actable": round(float((acted & actable).sum() / actable.sum()), 4)
+        if actable.any() else None,
         "relabel_accuracy": act["suggested_label_accuracy"],
     }  # fmt: skip
     kept = known[known["action"] != "dropped"]
@@ -177,7 +183,8 @@ def report_markdown(
         if acted["n"]:
             lines.append(
                 f"- Of the {acted['n']} dropped/relabelled: precision {acted['precision']:.3f}, "
-                f"recall {acted['recall']:.3f} of the real errors."
+                f"recall {acted['recall']:.3f} of the real errors ({acted['recall_actable']} of "
+                f"the {acted['n_actable_errors']} outside the test split and reviewed labels)."
             )
     lines += [f"- Warning: {n}" for n in notes]
     lines += ["", "## Per class (given label)", "", _md(table)]

@@ -5,8 +5,9 @@ Out-of-fold predicted probabilities come from `clean.model` under stratified K-f
 (`cross_val_predict(method="predict_proba")`): by default a logistic regression on label-free conv
 features (image_features.py), or a fast pixel model. cleanlab's `find_label_issues` turns them into
 the SUSPECTED issues, which are flagged for review. The policy (drop or relabel) touches only
-CONFIRMED issues: with `confirm: annotators_and_model` the labels that the annotators' CROWDLAB
-consensus rejects for a label the model also prefers (the rule: annotator_evidence.py), with
+CONFIRMED issues: with `confirm: annotators_and_model` the labels that the Dawid-Skene posterior
+(annotators' confusion matrices x model) rejects for another annotator's label that the model also
+prefers (the rule: annotator_evidence.py), with
 `confirm: model` every cleanlab issue; never a `protected` image (the test split, and labels a
 reviewer settled: their issues stay `flagged`, and the stage queues the test ones for review).
 Guards keep the policy
@@ -34,7 +35,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from edge_pipeline.config.quality import Clean
-from edge_pipeline.quality.annotator_evidence import Evidence, crowdlab
+from edge_pipeline.quality.annotator_evidence import Evidence, annotator_posterior
 from edge_pipeline.quality.image_features import embed
 
 
@@ -50,9 +51,9 @@ class Cleaned:
     suggested: np.ndarray  # int, argmax of the out-of-fold probabilities
     target: np.ndarray  # int, the label a confirmed issue is relabelled to (else the given one)
     folds_used: int  # 0 when fewer than 2 classes were present
-    seconds: float  # time of the features, the out-of-fold fit, cleanlab and CROWDLAB
+    seconds: float  # time of the features, the out-of-fold fit, cleanlab and Dawid-Skene
     notes: list[str]  # warnings (folds lowered, single-example classes, no annotator evidence)
-    annotator_quality: dict[str, float] = field(default_factory=dict)  # CROWDLAB, per annotator
+    annotator_quality: dict[str, float] = field(default_factory=dict)  # Dawid-Skene accuracy
 
 
 def clean_labels(
@@ -93,7 +94,7 @@ def clean_labels(
         if p.confirm == "model":
             confirmed, target = is_issue, present[probs.argmax(axis=1)]
         else:
-            evidence, why = _annotator_evidence(ratings, codes, probs, present, annotators)
+            evidence, why = _annotator_evidence(ratings, codes, probs, present, annotators, p=p)
             if evidence is None:
                 confirmed = np.zeros(n, bool)
                 notes.append(why)
@@ -124,8 +125,10 @@ def _annotator_evidence(
     probs: np.ndarray,
     present: np.ndarray,
     names: list[str] | None,
+    *,
+    p: Clean,
 ) -> tuple[Evidence | None, str | None]:
-    """CROWDLAB evidence on the K present classes (`codes` index `present`), or (None, why)."""
+    """Dawid-Skene evidence on the K present classes (`codes` index `present`), or (None, why)."""
     if ratings is None:
         return None, "no annotator ratings: issues are only flagged"
     # Ratings of classes absent from the given labels have no probability column: ignored.
@@ -135,7 +138,7 @@ def _annotator_evidence(
     recoded = np.full(ratings.shape, np.nan)
     recoded[rated] = lookup[ratings[rated].astype(int)]
     names = names or [str(a) for a in range(ratings.shape[1])]
-    return crowdlab(recoded, codes, probs, names=names)
+    return annotator_posterior(recoded, codes, probs, names=names, o=p.annotators)
 
 
 def features(images: np.ndarray, *, p: Clean) -> np.ndarray:

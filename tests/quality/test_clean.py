@@ -151,7 +151,8 @@ def test_score_issues_uses_real_errors() -> None:
 
 def write_agreement(root: Path, noisy_every: int = 8) -> pd.DataFrame:
     """data/agreement/labels.csv from the manifest, every `noisy_every`-th label shifted by one,
-    and data/ingest/annotations.csv: annotators a and b give the consensus, c the true label."""
+    and data/ingest/annotations.csv: annotators a and b give the consensus, c the true label; a
+    and b also slip alone (a wrong label) on 20% of the other images."""
     manifest = pd.read_csv(root / "data/ingest/manifest.csv", dtype=str)
     true = manifest["true_label"].astype(int).to_numpy()
     labels = true.copy()
@@ -161,9 +162,12 @@ def write_agreement(root: Path, noisy_every: int = 8) -> pd.DataFrame:
     )
     (root / "data/agreement").mkdir(parents=True, exist_ok=True)
     table.to_csv(root / "data/agreement/labels.csv", index=False)
+    rng = np.random.default_rng(0)
+    slips = [(rng.random(len(true)) < 0.2) & (labels == true) for _ in range(2)]
+    votes = [np.where(slip, (true + rng.integers(1, 3, len(true))) % 3, labels) for slip in slips]
     ratings = [
         pd.DataFrame({"id": manifest["id"], "annotator": name, "label": given.astype(str)})
-        for name, given in [("a", labels), ("b", labels), ("c", true)]
+        for name, given in [("a", votes[0]), ("b", votes[1]), ("c", true)]
     ]
     pd.concat(ratings).to_csv(root / "data/ingest/annotations.csv", index=False)
     return table
@@ -192,6 +196,13 @@ def test_main_writes_the_contract(prepared_workspace, policy: str) -> None:
     if policy != "flag":  # only what the annotators' consensus also rejects, and mostly right
         assert metrics["n_confirmed"] <= metrics["n_issues"]
         assert metrics["acted"]["precision"] >= 0.9, metrics["acted"]
+        # recall over the errors the policy may touch: those outside the test split
+        true = pd.read_csv("data/ingest/manifest.csv", dtype=str).set_index("id")["true_label"]
+        wrong = labels["given_label"] != labels["id"].map(true)
+        assert metrics["acted"]["n_actable_errors"] == int(
+            (wrong & (labels["split"] != "test")).sum()
+        )
+        assert metrics["acted"]["recall_actable"] >= metrics["acted"]["recall"] > 0
     if policy == "relabel":  # to the annotator c's (true) label
         assert metrics["acted"]["relabel_accuracy"] == 1.0
 

@@ -1,5 +1,5 @@
 """clean, issue 16: an image model that finds label errors rather than hard images, the annotators
-as evidence (CROWDLAB), and a policy that acts only on confirmed errors, never on test images."""
+as evidence (Dawid-Skene), and a policy that acts only on confirmed errors, never on test images."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from edge_pipeline.config.quality import Clean, ConvKmeansOptions
 from edge_pipeline.core.errors import InputError
 from edge_pipeline.quality import cleaning
-from edge_pipeline.quality.annotator_evidence import crowdlab, read_ratings
+from edge_pipeline.quality.annotator_evidence import annotator_posterior, read_ratings
 from edge_pipeline.quality.image_features import embed
 
 FAST = Clean(n_jobs=1, models={"conv_kmeans": {"filters": 32, "sample_patches": 5000}})
@@ -55,12 +55,19 @@ def test_the_conv_model_beats_the_pixel_model_out_of_fold() -> None:
 
 def annotated_case(seed: int = 0):
     """Digits of 4 classes, 3 annotators: every 10th image's consensus (a, b) is wrong while c
-    gives the true label; every 10th + 5 is a unanimous label of a hard image (all right)."""
+    gives the true label; a and b also slip alone (a uniformly wrong label) on 20% of the other
+    images, as real annotators do: two annotators that never disagree would be, to Dawid-Skene,
+    as reliable as each other and more than c."""
     images, true = digits(40)
     given = true.copy()
-    wrong = np.arange(0, len(true), 10)
+    n = len(true)
+    wrong = np.arange(0, n, 10)
     given[wrong] = (true[wrong] + 1) % 4
     ratings = np.stack([given, given, true], axis=1).astype(float)
+    rng = np.random.default_rng(seed)
+    for a in (0, 1):
+        slip = (rng.random(n) < 0.2) & (np.arange(n) % 10 != 0)
+        ratings[slip, a] = (true[slip] + rng.integers(1, 4, n)[slip]) % 4
     return images, true, given, ratings
 
 
@@ -104,8 +111,50 @@ def test_a_correct_imagefolder_tree_loses_nothing() -> None:
     assert (c.actions != "dropped").all() and not c.confirmed.any()
     assert c.notes == ["no annotator ratings: issues are only flagged"]
     one = np.where(np.eye(3, dtype=bool)[np.arange(len(true)) % 3], true[:, None], np.nan)
-    evidence, why = crowdlab(one, true, np.eye(4)[true], names=["a", "b", "c"])
+    evidence, why = annotator_posterior(
+        one, true, np.eye(4)[true], names=["a", "b", "c"], o=FAST.annotators
+    )
     assert evidence is None and "no image has two annotators" in why
+
+
+def habit_case() -> tuple[np.ndarray, ...]:
+    """3 classes x 100 images, annotators careful / confuser / noisy. The confuser says 1 for half
+    of the true 0s (a habit); noisy is wrong on 30% of all images. Images 0-9 (true 0, given 0,
+    right): careful 0, confuser 1, noisy 2, and the model leans to 1 too (0.40 / 0.55). Images
+    100-109 (true 1, given 0, wrong): careful 1, confuser and noisy 0, the model says 1 (0.75).
+    Returns ratings, given, true, pred_probs."""
+    true = np.repeat(np.arange(3), 100)
+    ratings = np.stack([true, true, true], axis=1).astype(float)
+    ratings[np.arange(0, 100, 2), 1] = 1  # the confuser's habit on half of the true 0s
+    slips = np.random.default_rng(0).random(300) < 0.3  # noisy: 30% uniformly wrong
+    ratings[slips, 2] = (true[slips] + np.random.default_rng(1).integers(1, 3, 300)[slips]) % 3
+    probs = np.full((300, 3), 0.05)
+    probs[np.arange(300), true] = 0.9
+    hard, wrong = np.arange(10), np.arange(100, 110)
+    ratings[hard] = [0, 1, 2]
+    probs[hard] = [0.40, 0.55, 0.05]
+    ratings[wrong] = [1, 0, 0]
+    probs[wrong] = [0.20, 0.75, 0.05]
+    given = true.copy()
+    given[wrong] = 0
+    return ratings, given, true, probs
+
+
+def test_an_annotator_habit_shared_by_the_model_confirms_nothing() -> None:
+    """The rule (annotator_evidence.py): the confuser's "1" on a hard 0, even with the model
+    leaning to 1, is its habit, not evidence; a reliable annotator's dissent that the model backs
+    is. A single quality number per annotator (CROWDLAB) confirmed such habits on gray28."""
+    ratings, given, true, probs = habit_case()
+    names = ["careful", "confuser", "noisy"]
+    ev, why = annotator_posterior(ratings, given, probs, names=names, o=FAST.annotators)
+    assert why is None
+    np.testing.assert_array_equal(np.flatnonzero(ev.dissent), np.arange(100, 110))
+    assert (ev.consensus[100:110] == 1).all() and (ev.consensus[:10] == 0).all()
+    assert ev.annotator_quality["careful"] > 0.9 > ev.annotator_quality["confuser"]
+    # min_posterior is a real gate: demanding certainty beyond the evidence confirms nothing.
+    strict = FAST.annotators.model_copy(update={"min_posterior": 1.0})
+    ev, _ = annotator_posterior(ratings, given, probs, names=names, o=strict)
+    assert not ev.dissent.any()
 
 
 def test_confirm_model_restores_the_old_behaviour() -> None:
