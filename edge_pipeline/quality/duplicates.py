@@ -26,6 +26,7 @@ from PIL import Image
 
 # distance: mean absolute difference of the pixels (grey levels, 0 for `pixels`)
 PAIR_COLUMNS = ["a", "b", "kind", "distance", "label_a", "label_b"]
+_BIG_BUCKET = 64  # near_pairs: bigger buckets are compared by broadcasting, smaller all at once
 
 
 def resolve_byte_copies(
@@ -103,20 +104,22 @@ def near_pairs(
     for band in np.array_split(np.arange(64), min(max_bits + 1, 64)):
         mask = np.uint64(sum(1 << int(b) for b in band))
         keys = hashes & mask
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys, kind="stable")  # buckets of equal keys, ascending indices
         starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1], True])
-        bucket = np.repeat(np.arange(len(starts) - 1), np.diff(starts))  # of order[p]
-        rows = np.flatnonzero(fresh[order])  # positions (in `order`) of the fresh images
-        lo, size = starts[bucket[rows]], np.diff(starts)[bucket[rows]]
-        for part in np.array_split(np.arange(len(rows)), 1 + int(size.sum()) // 2_000_000):
-            # every (fresh image, member of its bucket) pair: at most 2e6 at a time
-            count = size[part]
-            offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-            a = order[np.repeat(rows[part], count)]
-            b = order[np.repeat(lo[part], count) + offset]
-            close = (a != b) & (np.bitwise_count(hashes[a] ^ hashes[b]) <= max_bits)
-            a, b = a[close], b[close]
-            found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+        sizes = np.diff(starts)
+        big = sizes >= _BIG_BUCKET
+        bucket = np.repeat(np.arange(len(sizes)), sizes)  # of order[p]
+        rows = np.flatnonzero(fresh[order] & ~big[bucket])  # fresh, in a small bucket
+        span = (starts[bucket[rows]], sizes[bucket[rows]])
+        found += _small_bucket_pairs(order, rows, *span, hashes=hashes, max_bits=max_bits)
+        for lo, hi in zip(starts[:-1][big], starts[1:][big], strict=True):
+            idx = order[lo:hi]
+            new = idx[fresh[idx]]
+            for x0 in range(0, len(new), 512):  # rows in blocks: memory <= 512 x bucket
+                part = new[x0 : x0 + 512]
+                dist = np.bitwise_count(hashes[part][:, None] ^ hashes[idx][None, :])
+                r, c = np.nonzero((dist <= max_bits) & (part[:, None] != idx[None, :]))
+                found.append(_ordered(part[r], idx[c]))
     keys = np.unique(np.concatenate(found) @ np.array([n, 1], np.int64))  # i * N + j
     pairs = np.stack([keys // max(n, 1), keys % max(n, 1)], axis=1)  # (P, 2), i < j, sorted
     flat = images.reshape(n, int(np.prod(images.shape[1:])))
@@ -129,6 +132,33 @@ def near_pairs(
     )
     keep = mad <= max_mad
     return pairs[keep], np.array([round(float(d), 3) for d in mad[keep]], np.float64)
+
+
+def _small_bucket_pairs(
+    order: np.ndarray,
+    rows: np.ndarray,
+    lo: np.ndarray,
+    size: np.ndarray,
+    *,
+    hashes: np.ndarray,
+    max_bits: int,
+) -> list[np.ndarray]:
+    """Pairs (i < j, int64 (P, 2) blocks) within `max_bits` between each fresh image
+    order[rows[k]] and every other member order[lo[k] : lo[k] + size[k]] of its bucket, all
+    buckets at once (at most 2e6 candidates at a time)."""
+    out = []
+    for part in np.array_split(np.arange(len(rows)), 1 + int(size.sum()) // 2_000_000):
+        count = size[part]
+        offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        a = order[np.repeat(rows[part], count)]
+        b = order[np.repeat(lo[part], count) + offset]
+        close = (a != b) & (np.bitwise_count(hashes[a] ^ hashes[b]) <= max_bits)
+        out.append(_ordered(a[close], b[close]))
+    return out
+
+
+def _ordered(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
 
 
 @dataclass

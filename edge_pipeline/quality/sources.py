@@ -136,16 +136,16 @@ def scan_images(root: Path, extensions: frozenset[str]) -> tuple[list[str], int]
     ids, other = [], 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root).as_posix()
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
         prefix = "" if rel == "." else rel + "/"  # strings, not Paths: 100,000 files add up
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if os.path.splitext(name)[1].lower() in extensions:
-                ids.append(prefix + name)
-            else:
-                other += 1
-    return sorted(ids), other
+        names = [n for n in filenames if not n.startswith(".")]
+        # n[n.rfind("."):] is os.path.splitext's extension for names not starting with "."
+        # (a name without a dot gives its last character, which is no extension)
+        found = [prefix + n for n in names if n[n.rfind(".") :].lower() in extensions]
+        ids += found
+        other += len(names) - len(found)
+    ids.sort()
+    return ids, other
 
 
 def special_entries(root: Path) -> list[tuple[str, str]]:
