@@ -17,7 +17,6 @@ import io
 import os
 import posixpath
 import re
-import stat
 from collections import Counter
 from pathlib import Path
 
@@ -150,24 +149,31 @@ def scan_images(root: Path, extensions: frozenset[str]) -> tuple[list[str], int]
 
 def special_entries(root: Path) -> list[tuple[str, str]]:
     """(id, reason) of every FIFO, socket or device (special_file), dangling symlink
-    (dangling_link) and symlink leaving `root` (outside_link) under `root`, found by lstat alone:
-    nothing is opened, so a caller can check a source tree before a tool that would block on a
-    FIFO (DVC hashing a dependency directory) or fail on a dangling link touches it."""
+    (dangling_link) and symlink leaving `root` (outside_link) under `root`, found from the
+    directory entries' types (d_type: no stat of a regular file, so 100,000 files take a fraction
+    of a second): nothing is opened, so a caller can check a source tree before a tool that would
+    block on a FIFO (DVC hashing a dependency directory) or fail on a dangling link touches it.
+    Symlinked folders are checked, not entered; unreadable folders are skipped (as os.walk)."""
     found, real_root = [], root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(
-            filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        ):
-            path = Path(dirpath) / name
-            mode = os.lstat(path).st_mode
-            rel = path.relative_to(root).as_posix()
-            if stat.S_ISLNK(mode):
-                if not path.exists():
-                    found.append((rel, "dangling_link"))
-                elif not path.resolve().is_relative_to(real_root):
-                    found.append((rel, "outside_link"))
-            elif not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-                found.append((rel, "special_file"))
+    todo = [(os.fspath(root), "")]
+    while todo:
+        folder, prefix = todo.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                target = Path(entry.path)
+                if not target.exists():
+                    found.append((prefix + entry.name, "dangling_link"))
+                elif not target.resolve().is_relative_to(real_root):
+                    found.append((prefix + entry.name, "outside_link"))
+            elif entry.is_dir(follow_symlinks=False):
+                todo.append((entry.path, f"{prefix}{entry.name}/"))
+            elif not entry.is_file(follow_symlinks=False):
+                found.append((prefix + entry.name, "special_file"))
     return sorted(found)
 
 
