@@ -94,10 +94,7 @@ class FileIndex:
 
     def find(self, paths: np.ndarray) -> np.ndarray:
         """int64 (P,): the row of each of `paths` (str (P,)) in the index, -1 where absent."""
-        k = np.searchsorted(self.paths, paths)
-        k[k == len(self.paths)] = 0
-        found = self.paths[k] == paths if len(self.paths) else np.zeros(len(paths), bool)
-        return np.where(found, k, -1)
+        return duplicates.positions(self.paths, paths)
 
 
 @dataclass
@@ -117,10 +114,7 @@ class Entries:
 
     def find(self, digests: np.ndarray) -> np.ndarray:
         """int64 (U,): the row of each of `digests` (S64 (U,)), -1 where absent."""
-        k = np.searchsorted(self.sha256, digests)
-        k[k == len(self.sha256)] = 0
-        found = self.sha256[k] == digests if len(self.sha256) else np.zeros(len(digests), bool)
-        return np.where(found, k, -1)
+        return duplicates.positions(self.sha256, digests)
 
 
 def assemble(

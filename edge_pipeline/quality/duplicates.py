@@ -173,8 +173,9 @@ class NearMemo:
     distance: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ... at this distance
 
 
-def _position(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """int64: the index of each of `keys` in `sorted_keys`, -1 where absent."""
+def positions(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """int64 (P,): the index of each of `keys` (P,) in the sorted array `sorted_keys`, -1 where
+    absent."""
     k = np.searchsorted(sorted_keys, keys)
     k[k == len(sorted_keys)] = 0
     hit = sorted_keys[k] == keys if len(sorted_keys) else np.zeros(len(keys), bool)
@@ -229,12 +230,12 @@ def content_groups(
         reps = np.sort(first)  # keys[order] are the pictures of reps
         order = np.argsort(first)
         memo = memo or NearMemo()
-        fresh = _position(memo.pictures, keys[order]) < 0
+        fresh = positions(memo.pictures, keys[order]) < 0
         pairs, mad = near_pairs(
             images[reps], hashes[reps], max_bits=max_bits, max_mad=max_mad, fresh=fresh
         )
         at = np.argsort(order)  # position in reps of each picture of `keys`
-        pa, pb = _position(keys, memo.a), _position(keys, memo.b)
+        pa, pb = positions(keys, memo.a), positions(keys, memo.b)
         live = (pa >= 0) & (pb >= 0)  # known pairs among the pictures still here
         pa, pb = at[pa[live]], at[pb[live]]
         pairs = np.concatenate([pairs, np.stack([np.minimum(pa, pb), np.maximum(pa, pb)], 1)])
