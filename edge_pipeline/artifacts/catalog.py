@@ -23,8 +23,8 @@ CHANGES = "changes.csv"  # path, change (new/changed/removed), sha256 before/now
 # ingest -> ingest (the next night): data/<INGEST_CACHE>/, a persistent decode cache
 INGEST_CACHE = "ingest_cache"
 CACHE_FILES = "files.npz"  # path, size, mtime_ns, ctime_ns, inode, sha256 of the last run
-CACHE_ENTRIES = "entries.npz"  # sha256, row, width, height, mode, dhash, reason, detail
-CACHE_PIXELS = "pixels.npy"  # uint8 (M, H, W, C): row `row` of entries.csv
+CACHE_ENTRIES = "entries.npz"  # sha256, row, width, height, mode, dhash, picture, reason, detail
+CACHE_PIXELS = "pixels.npy"  # uint8 (R, H, W, C): row `row` of entries.npz
 CACHE_NEAR = "near.npz"  # pictures, a, b, distance: near pairs known (sha1 of the pixels)
 CACHE_META = "meta.json"  # format, key (decode options + code), scan_ns
 # demo -> ingest (inside the demo source folder)

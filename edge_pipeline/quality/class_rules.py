@@ -55,8 +55,9 @@ def folder_classes(files: list[str], opts: Ingest) -> tuple[dict[str, str], dict
     """
     by_folder: dict[str, list[str]] = {}
     for rel in files:
-        if "/" in rel:
-            by_folder.setdefault(posixpath.dirname(rel), []).append(rel)
+        folder, slash, _ = rel.rpartition("/")  # = posixpath.dirname for a file id
+        if slash:
+            by_folder.setdefault(folder, []).append(rel)
     nested = {f: posixpath.dirname(f) for f in by_folder if posixpath.dirname(f) in by_folder}
     counts = Counter()
     for folder, members in by_folder.items():
@@ -69,9 +70,8 @@ def folder_classes(files: list[str], opts: Ingest) -> tuple[dict[str, str], dict
             why = f"sub-folder of {nested[folder]}/, which holds images itself"
         else:
             why = _is_class(name, counts[name], opts)
-        for rel in members:
-            if why:
-                stray[rel] = f"folder {folder}/ is no class: {why}"
-            else:
-                label_of[rel] = name
+        if why:
+            stray.update(dict.fromkeys(members, f"folder {folder}/ is no class: {why}"))
+        else:
+            label_of.update(dict.fromkeys(members, name))
     return label_of, stray

@@ -1,32 +1,34 @@
 """The decode cache of ingest: what the last run learnt about each file, so a night decodes only
 the files that are new or changed (DVC out `data/ingest_cache/`, `persist: true`, not cached).
 
-Two tables, both keyed so that a hit can only give what a full decode would give:
-- the file index `files.npz` (path, size, mtime_ns, ctime_ns, inode, sha256) of the last run: a
-  regular file whose lstat still shows the same size, mtime, ctime and inode is taken to hold the
-  same bytes, so it is not read again (`ingest.trust_file_stat`). This trusts the kernel to update
-  ctime on every write (user space cannot set ctime back; `touch -r`, `cp -p`, editors and
-  `git checkout` all change it), and it distrusts entries whose mtime or ctime is within
-  `RACY_NS` of the moment the index was taken (a write in the same timestamp tick, as git's
+Three tables, all column arrays (a night handles them with a few numpy operations, not one Python
+step per unchanged file), keyed so that a hit can only give what a full decode would give:
+- the file index `files.npz` (`FileIndex`: path, size, mtime_ns, ctime_ns, inode, sha256) of the
+  last run: a regular file whose lstat still shows the same size, mtime, ctime and inode is taken
+  to hold the same bytes, so it is not read again (`ingest.trust_file_stat`). This trusts the
+  kernel to update ctime on every write (user space cannot set ctime back; `touch -r`, `cp -p`,
+  editors and `git checkout` all change it), and it distrusts entries whose mtime or ctime is
+  within `RACY_NS` of the moment the index was taken (a write in the same timestamp tick, as git's
   "racy" index entries): those files are read and hashed again.
-- the decode results `entries.npz` + `pixels.npy`: by sha256 of the file's bytes, the decoded
-  pixels (uint8 (M, H, W, C)), source width, height and mode and the dHash of the pixels, or the
-  quarantine reason a decode gave. They are valid only under the same `decode_key`: a hash of the
-  decode options, Pillow's version and the source of the decoding code (images.py and
-  duplicates.py), so new options or new decoding code decode everything again.
+- the decode results `entries.npz` + `pixels.npy` (`Entries`): by sha256 of the file's bytes, the
+  decoded pixels (uint8 (R, H, W, C)), source width, height and mode, the dHash of the pixels and
+  the sha1 of the pixels (`picture`: the key of pixel-identical images), or the quarantine reason
+  a decode gave. They are valid only under the same `decode_key`: a hash of the decode options,
+  Pillow's version and the source of the decoding code (images.py and duplicates.py), so new
+  options or new decoding code decode everything again.
 - the near-duplicate memo `near.npz` (`duplicates.NearMemo`): the distinct pictures compared and
   their near pairs, valid under the same decode key and near_duplicate_bits / _mad, so a night
   compares only its new pictures with the others.
 Checks that depend on the path rather than the bytes (links, special files, zero-byte and
 oversize files, unreadable files) are never cached: they run on every file every night.
+Each run rewrites the cache whole (only this run's files and results: removed files leave it);
+its size is about that of data/ingest/images.npy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +43,11 @@ from edge_pipeline.core.io import atomic_path, write_json
 from edge_pipeline.quality import duplicates, images
 from edge_pipeline.quality.duplicates import NearMemo
 
-FORMAT = 1  # layout of the cache directory; another value is ignored (decoded again)
+FORMAT = 2  # layout of the cache directory; another value is ignored (decoded again)
 RACY_NS = 2_000_000_000  # 2 s: FAT's mtime tick, the coarsest of the common file systems
 FILE_COLUMNS = ["path", "size", "mtime_ns", "ctime_ns", "inode", "sha256"]
-ENTRY_COLUMNS = ["sha256", "row", "width", "height", "mode", "dhash", "reason", "detail"]
+CHANGE_COLUMNS = ["path", "change", "sha256_before", "sha256_now"]
+ENTRY_COLUMNS = ["sha256", "row", "width", "height", "mode", "dhash", "picture", "reason", "detail"]
 DECODE_OPTIONS = (
     "image_size",
     "channels",
@@ -73,103 +76,170 @@ class Decoded:
     width: int = 0
     height: int = 0
     mode: str = ""
-    dhash: int = 0
     reason: str = ""
     detail: str = ""
 
 
 @dataclass
+class FileIndex:
+    """M regular files of one run (read, or trusted by their stat), sorted by path."""
+
+    paths: np.ndarray  # str (M,), posix paths relative to the source
+    stats: np.ndarray  # int64 (M, 4): size, mtime_ns, ctime_ns, inode
+    sha256: np.ndarray  # S64 (M,): hex digest of the bytes
+
+    @classmethod
+    def empty(cls) -> FileIndex:
+        return cls(np.zeros(0, str), np.zeros((0, 4), np.int64), np.zeros(0, "S64"))
+
+    def find(self, paths: np.ndarray) -> np.ndarray:
+        """int64 (P,): the row of each of `paths` (str (P,)) in the index, -1 where absent."""
+        return duplicates.positions(self.paths, paths)
+
+
+@dataclass
+class Entries:
+    """E decode results, sorted by the sha256 of the bytes; R of them have pixels."""
+
+    sha256: np.ndarray  # S64 (E,), sorted
+    row: np.ndarray  # int64 (E,): row in `pixels`, -1 for a quarantine reason
+    width: np.ndarray  # int64 (E,) source width (0 without pixels), as `height`
+    height: np.ndarray
+    mode: np.ndarray  # str (E,) source mode
+    dhash: np.ndarray  # uint64 (E,): duplicates.dhash of the pixels (0 without)
+    picture: np.ndarray  # S40 (E,): sha1 of the pixels (b'' without)
+    reason: np.ndarray  # str (E,): quarantine reason ('' with pixels), as `detail`
+    detail: np.ndarray
+    pixels: np.ndarray  # uint8 (R, H, W, C)
+
+    def find(self, digests: np.ndarray) -> np.ndarray:
+        """int64 (U,): the row of each of `digests` (S64 (U,)), -1 where absent."""
+        return duplicates.positions(self.sha256, digests)
+
+
+def assemble(
+    digests: np.ndarray,
+    old: Entries | None,
+    at: np.ndarray,
+    fresh: list[Decoded],
+    *,
+    image_shape: tuple[int, int, int],
+) -> Entries:
+    """This run's Entries for the U sorted `digests` (S64 (U,)): row u from `old` row `at[u]`
+    (a hit), else the next of the `fresh` decode results (their dHash and picture key computed
+    here, in one batch). Pixel rows follow the digests' order, so the table does not depend on
+    which results were reused."""
+    n, hit = len(digests), at >= 0
+    miss = np.flatnonzero(~hit)
+    row = np.full(n, -1, np.int64)
+    width, height, dh = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.uint64)
+    mode, reason, detail = (np.full(n, "", object) for _ in range(3))
+    picture = np.zeros(n, "S40")
+    has = np.zeros(n, bool)
+    if old is not None and hit.any():
+        k = at[hit]
+        has[hit] = old.row[k] >= 0
+        for mine, theirs in ((width, old.width), (height, old.height), (dh, old.dhash),
+                             (mode, old.mode), (reason, old.reason), (detail, old.detail),
+                             (picture, old.picture)):  # fmt: skip
+            mine[hit] = theirs[k]
+    has[miss] = [d.pixels is not None for d in fresh]
+    width[miss] = [d.width for d in fresh]
+    height[miss] = [d.height for d in fresh]
+    mode[miss] = [d.mode for d in fresh]
+    reason[miss] = [d.reason for d in fresh]
+    detail[miss] = [d.detail for d in fresh]
+    row[has] = np.arange(int(has.sum()))
+    pixels = np.zeros((int(has.sum()), *image_shape), np.uint8)
+    if old is not None and hit.any():
+        take = hit & has
+        pixels[row[take]] = old.pixels[old.row[at[take]]]
+    new = miss[has[miss]]
+    if len(new):
+        pixels[row[new]] = np.stack([d.pixels for d in fresh if d.pixels is not None])
+        dh[new] = duplicates.dhash(pixels[row[new]])
+        picture[new] = duplicates.picture_keys(pixels[row[new]])
+    return Entries(digests, row, width, height, mode.astype(str), dh, picture,
+                   reason.astype(str), detail.astype(str), pixels)  # fmt: skip
+
+
+@dataclass
 class DecodeCache:
-    """The last run's file index and decode results, and what this run adds (see the module)."""
+    """The last run's tables and this run's (see the module docstring)."""
 
     key: str  # decode_key of this run's options
     trust_stat: bool  # ingest.trust_file_stat
-    old_files: dict[str, tuple[int, int, int, int, str]] = field(default_factory=dict)
-    old_scan_ns: int = 0  # when the old file index was taken
-    old_entries: dict[str, int] = field(default_factory=dict)  # sha256 -> index in old_table
-    old_table: dict[str, np.ndarray] = field(default_factory=dict)  # ENTRY_COLUMNS + pixels
-    files: dict[str, tuple[int, int, int, int, str]] = field(default_factory=dict)
-    entries: dict[str, Decoded] = field(default_factory=dict)
-    scan_ns: int = field(default_factory=time.time_ns)
     near_settings: list = field(default_factory=list)  # [near_duplicate_bits, _mad]
+    old_files: FileIndex = field(default_factory=FileIndex.empty)
+    old_scan_ns: int = 0  # when the old file index was taken
+    old_entries: Entries | None = None  # None: none, or made under another decode_key
     old_near: NearMemo | None = None  # the last run's near pairs under the same settings
+    files: FileIndex = field(default_factory=FileIndex.empty)  # this run's
+    entries: Entries | None = None  # this run's (decoding.decode_all)
     near: NearMemo = field(default_factory=NearMemo)  # this run's
+    scan_ns: int = field(default_factory=time.time_ns)
     stat_trusted: int = 0  # files not read again
     reused: int = 0  # decode results taken from the last run
+    decoded: int = 0  # decode results made this run
 
-    def known_digest(self, root: Path, rel: str, *, max_bytes: int) -> str | None:
-        """The sha256 of `root/rel` from the index when its stat is unchanged (and not racy)
-        and it is a regular file that `images.read_checked` would read; None otherwise."""
-        try:
-            st = os.lstat(os.path.join(root, rel))
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= max_bytes:
-            return None
-        now = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        old = self.old_files.get(rel)
-        if old is not None and old[4] in self.old_entries:
-            racy = max(st.st_mtime_ns, st.st_ctime_ns) + RACY_NS > self.old_scan_ns
-            if self.trust_stat and old[:4] == now and not racy:
-                self.files[rel] = old
-                self.stat_trusted += 1
-                return old[4]
-        return None
-
-    def note_file(self, root: Path, rel: str, digest: str) -> None:
-        """Record the stat and sha256 of a regular file read this run."""
-        st = os.lstat(os.path.join(root, rel))
-        if stat.S_ISREG(st.st_mode):
-            self.files[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest)
-
-    def lookup(self, digest: str) -> Decoded | None:
-        """The last run's decode result of these bytes (kept for the next run), or None."""
-        k = self.old_entries.get(digest)
-        if k is None:
-            return None
-        t = self.old_table
-        row = int(t["row"][k])
-        hit = Decoded(
-            None if row < 0 else t["pixels"][row],
-            int(t["width"][k]),
-            int(t["height"][k]),
-            str(t["mode"][k]),
-            int(t["dhash"][k]),
-            str(t["reason"][k]),
-            str(t["detail"][k]),
-        )
-        self.entries[digest] = hit
-        self.reused += 1
-        return hit
+    def unchanged(
+        self, paths: np.ndarray, stats: np.ndarray, regular: np.ndarray, *, max_bytes: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(bool (M,) files not to read again, S64 (M,) their sha256 from the index, b'' for
+        the others) for M files `paths` (str (M,)) with lstat `stats` (int64 (M, 4) as the
+        index) and `regular` (bool (M,)): regular files that `images.read_checked` would read,
+        whose stat is the index's, not racy, and whose bytes have a decode result."""
+        digests = np.zeros(len(paths), "S64")
+        old = self.old_files
+        if not self.trust_stat or self.old_entries is None or not len(old.paths):
+            return np.zeros(len(paths), bool), digests
+        k = self.old_files.find(paths)
+        known = k >= 0
+        same = known & (old.stats[k] == stats).all(axis=1)
+        same &= regular & (stats[:, 0] > 0) & (stats[:, 0] <= max_bytes)
+        same &= stats[:, 1:3].max(axis=1) + RACY_NS <= self.old_scan_ns
+        same[same] = self.old_entries.find(old.sha256[k[same]]) >= 0
+        digests[same] = old.sha256[k[same]]
+        self.stat_trusted = int(same.sum())
+        return same, digests
 
     def changes(self) -> pd.DataFrame:
         """path, change (new | changed | removed), sha256_before, sha256_now: files of the last
         run's index against this run's (both: the labelled image files that were read)."""
-        rows = [
-            (
-                p,
-                "new" if p not in self.old_files else "changed",
-                self.old_files.get(p, [""] * 5)[4],
-                f[4],
-            )
-            for p, f in self.files.items()
-            if p not in self.old_files or self.old_files[p][4] != f[4]
-        ] + [(p, "removed", f[4], "") for p, f in self.old_files.items() if p not in self.files]
-        return pd.DataFrame(sorted(rows), columns=["path", "change", "sha256_before", "sha256_now"])
+        old, now = self.old_files, self.files
+        k = old.find(now.paths)
+        before = old.sha256[np.maximum(k, 0)] if len(old.paths) else now.sha256
+        before = np.where(k >= 0, before, b"")
+        moved = before != now.sha256  # new files too: b'' before
+        gone = now.find(old.paths) < 0
+        paths = np.concatenate([now.paths[moved], old.paths[gone]])
+        order = np.argsort(paths, kind="stable")
+        removed = int(gone.sum())
+        columns = {
+            "path": paths.tolist(),
+            "change": ["new" if x < 0 else "changed" for x in k[moved]] + ["removed"] * removed,
+            "sha256_before": _text(np.concatenate([before[moved], old.sha256[gone]])),
+            "sha256_now": _text(now.sha256[moved]) + [""] * removed,
+        }
+        return pd.DataFrame({c: [v[i] for i in order.tolist()] for c, v in columns.items()},
+                            columns=CHANGE_COLUMNS)  # fmt: skip
 
-    def counts(self, decoded: int) -> dict[str, int]:
-        """Figures for metrics/ingest.json `incremental`."""
-        kinds = self.changes()["change"].value_counts()
-        same = sum(1 for p, f in self.files.items() if self.old_files.get(p, [""] * 5)[4] == f[4])
+    def counts(self, changes: pd.DataFrame) -> dict[str, int]:
+        """Figures for metrics/ingest.json `incremental`, from this run's `changes()`."""
+        kinds = changes["change"].value_counts()
         return {
             "new": int(kinds.get("new", 0)),
             "changed": int(kinds.get("changed", 0)),
             "removed": int(kinds.get("removed", 0)),
-            "unchanged": same,
+            "unchanged": len(self.files.paths) - int(kinds.get("new", 0) + kinds.get("changed", 0)),
             "not_read_again": self.stat_trusted,
-            "decoded": decoded,
+            "decoded": self.decoded,
             "reused": self.reused,
         }
+
+
+def _text(digests: np.ndarray) -> list[str]:
+    return [d.decode() for d in digests.tolist()]
 
 
 def load(directory: Path, opts: Ingest, *, reuse: bool = True) -> DecodeCache:
@@ -184,65 +254,34 @@ def load(directory: Path, opts: Ingest, *, reuse: bool = True) -> DecodeCache:
     if meta.get("format") != FORMAT:
         return cache
     with np.load(directory / files.CACHE_FILES) as index:
-        stats = zip(*(index[c].tolist() for c in FILE_COLUMNS[1:5]), strict=True)
-        shas = [s.decode() for s in index["sha256"].tolist()]
-        cache.old_files = {p: (*st, h) for p, st, h in zip(index["path"].tolist(), stats, shas,
-                                                             strict=True)}  # fmt: skip
+        stats = np.stack([index[c] for c in FILE_COLUMNS[1:5]], axis=1).reshape(-1, 4)
+        cache.old_files = FileIndex(index["path"], stats, index["sha256"])
     cache.old_scan_ns = int(meta["scan_ns"])
     if meta.get("key") == cache.key:
         with np.load(directory / files.CACHE_ENTRIES) as table:
-            cache.old_table = {c: table[c] for c in ENTRY_COLUMNS}
-        cache.old_table["pixels"] = np.load(directory / files.CACHE_PIXELS)
-        shas = [s.decode() for s in cache.old_table["sha256"].tolist()]
-        cache.old_entries = dict(zip(shas, range(len(shas)), strict=True))
+            columns = {c: table[c] for c in ENTRY_COLUMNS}
+        cache.old_entries = Entries(**columns, pixels=np.load(directory / files.CACHE_PIXELS))
         if meta.get("near") == cache.near_settings:
             with np.load(directory / files.CACHE_NEAR) as near:
-                pairs = zip(near["a"].tolist(), near["b"].tolist(), near["distance"].tolist(),
-                            strict=True)  # fmt: skip
-                cache.old_near = NearMemo(
-                    {k.decode() for k in near["pictures"].tolist()},
-                    {(a.decode(), b.decode()): d for a, b, d in pairs},
-                )
+                cache.old_near = NearMemo(near["pictures"], near["a"], near["b"], near["distance"])
     return cache
 
 
 def save(cache: DecodeCache, directory: Path, *, image_shape: tuple[int, int, int]) -> None:
-    """Write this run's file index and decode results (only those of this run's files) to
-    `directory`, atomically; `image_shape` (H, W, C) shapes an empty pixel table."""
-    entries = sorted(cache.entries.items())
-    decoded = [d.pixels for _, d in entries if d.pixels is not None]
-    rows = np.cumsum([d.pixels is not None for _, d in entries], dtype=np.int64) - 1
-    paths = sorted(cache.files)
+    """Write this run's file index, decode results and near memo to `directory`, atomically;
+    `image_shape` (H, W, C) shapes an empty pixel table."""
+    entries = cache.entries or assemble(
+        np.zeros(0, "S64"), None, np.zeros(0, np.int64), [], image_shape=image_shape
+    )
+    f, near = cache.files, cache.near
     with atomic_path(directory) as out:
         out.mkdir()
-        stats = np.array([cache.files[p][:4] for p in paths], np.int64).reshape(-1, 4)
-        np.savez(
-            out / files.CACHE_FILES,
-            path=np.array(paths, dtype=str),
-            **{c: stats[:, k] for k, c in enumerate(FILE_COLUMNS[1:5])},
-            sha256=np.array([cache.files[p][4] for p in paths], dtype="S64"),
-        )
-        np.savez(
-            out / files.CACHE_ENTRIES,
-            sha256=np.array([sha for sha, _ in entries], dtype="S64"),
-            row=np.where([d.pixels is not None for _, d in entries], rows, -1).astype(np.int64),
-            width=np.array([d.width for _, d in entries], np.int64),
-            height=np.array([d.height for _, d in entries], np.int64),
-            mode=np.array([d.mode for _, d in entries], dtype=str),
-            dhash=np.array([d.dhash for _, d in entries], np.uint64),
-            reason=np.array([d.reason for _, d in entries], dtype=str),
-            detail=np.array([d.detail for _, d in entries], dtype=str),
-        )
-        stacked = np.stack(decoded) if decoded else np.zeros((0, *image_shape), np.uint8)
-        np.save(out / files.CACHE_PIXELS, stacked)
-        near = sorted(cache.near.pairs.items())
-        np.savez(
-            out / files.CACHE_NEAR,
-            pictures=np.array(sorted(cache.near.pictures), dtype="S40"),
-            a=np.array([a for (a, _), _ in near], dtype="S40"),
-            b=np.array([b for (_, b), _ in near], dtype="S40"),
-            distance=np.array([d for _, d in near], np.float64),
-        )
+        sizes = {c: f.stats[:, k] for k, c in enumerate(FILE_COLUMNS[1:5])}
+        np.savez(out / files.CACHE_FILES, path=f.paths, **sizes, sha256=f.sha256)
+        np.savez(out / files.CACHE_ENTRIES, **{c: getattr(entries, c) for c in ENTRY_COLUMNS})
+        np.save(out / files.CACHE_PIXELS, entries.pixels)
+        np.savez(out / files.CACHE_NEAR, pictures=near.pictures, a=near.a, b=near.b,
+                 distance=near.distance)  # fmt: skip
         meta = {"format": FORMAT, "key": cache.key, "scan_ns": cache.scan_ns,
                 "near": cache.near_settings}  # fmt: skip
         write_json(out / files.CACHE_META, meta)

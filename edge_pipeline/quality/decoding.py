@@ -1,10 +1,17 @@
 """The decode loop of ingest: every labelled file read safely and decoded once per distinct content,
 or its result taken from the decode cache (`decode_cache`) when the same bytes were decoded under
-the same options last night. Shapes: M files, (H, W, C) = ingest.image_size x channels.
+the same options last night. Shapes: M files, U distinct contents, (H, W, C) = ingest.image_size
+x channels.
+
+Steps: one lstat per file (the only per-file work for a file the cache already knows, besides its
+path's share of the listing); the files the cache cannot vouch for are read and hashed; the
+distinct digests are looked up in the cache at once (numpy), and only the misses are decoded.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,72 +21,92 @@ from PIL import Image
 
 from edge_pipeline.config.quality import Ingest
 from edge_pipeline.core.logs import progress
-from edge_pipeline.quality.decode_cache import DecodeCache, Decoded
-from edge_pipeline.quality.duplicates import dhash
+from edge_pipeline.quality.decode_cache import DecodeCache, Decoded, Entries, FileIndex, assemble
 from edge_pipeline.quality.images import Quarantined, decode, read_checked, sha256
+
+_FILE_TYPE = 0o170000  # the file-type bits of st_mode (S_IFMT)
 
 
 @dataclass
 class DecodeRun:
     """What the loop found for M files `ids` (index i = ids[i])."""
 
-    pixels: np.ndarray  # uint8 (M, H, W, C); rows of files not decoded stay 0
-    hashes: np.ndarray  # uint64 (M,) dHash of the pixels (0 where not decoded)
-    info: dict[int, tuple[str, int, int, int, str]]  # i -> sha256, bytes, width, height, mode
+    entries: Entries  # the U decode results of this run's distinct contents (cache.entries)
+    entry: np.ndarray  # int64 (M,): row of each file's bytes in `entries`, -1 if never hashed
+    size: np.ndarray  # int64 (M,): bytes of each file
     bad: dict[int, tuple[str, str]]  # i -> quarantine reason, detail
     copies: dict[int, int]  # i -> j: ids[i] has the bytes of the earlier ids[j]
-    decoded: int  # files decoded this run (the rest came from the cache or are copies)
+
+    def usable(self) -> np.ndarray:
+        """bool (M,): the files that are first with their bytes, decoded, and not in `bad`."""
+        ok = self.entry >= 0
+        ok[ok] = self.entries.row[self.entry[ok]] >= 0
+        ok[list(self.copies)] = False
+        ok[list(self.bad)] = False
+        return ok
+
+
+def lstat_all(root: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 (M, 4) size, mtime_ns, ctime_ns, inode; bool (M,) regular file) from one lstat of
+    each file `root/ids[i]` (zeros and False where it fails)."""
+    base, rows, modes = os.path.join(root, ""), [], []
+    for rel in ids:
+        try:
+            st = os.lstat(base + rel)
+        except OSError:
+            rows.append((0, 0, 0, 0))
+            modes.append(0)
+            continue
+        rows.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        modes.append(st.st_mode)
+    stats = np.array(rows, np.int64).reshape(-1, 4)
+    return stats, (np.array(modes, np.int64) & _FILE_TYPE) == stat.S_IFREG
 
 
 def decode_all(root: Path, ids: list[str], opts: Ingest, cache: DecodeCache) -> DecodeRun:
     """Read, check and decode the M files `root/ids[i]` (see the module docstring); the cache
     records this run's files and results for the next run."""
-    h, w = opts.image_size
-    run = DecodeRun(
-        pixels=np.zeros((len(ids), h, w, opts.channels), dtype=np.uint8),
-        hashes=np.zeros(len(ids), dtype=np.uint64),
-        info={},
-        bad={},
-        copies={},
-        decoded=0,
-    )
-    first: dict[str, int] = {}
-    fresh: list[tuple[int, str, Decoded]] = []  # decoded now: dHash computed in one batch
+    paths = np.array(ids, dtype=str)
+    stats, regular = lstat_all(root, ids)
+    trusted, digests = cache.unchanged(paths, stats, regular, max_bytes=opts.max_bytes)
+    size, bad, data_of = stats[:, 0].copy(), {}, {}
+    unread = np.flatnonzero(~trusted).tolist()
+    for i in progress(unread, total=len(unread), desc="ingest: read"):
+        try:
+            data = read_checked(root, ids[i], max_bytes=opts.max_bytes)
+        except Quarantined as q:
+            bad[i] = (q.reason, q.detail)
+            continue
+        except OSError as e:  # unreadable (permissions, I/O): the file's problem, not the run's
+            bad[i] = ("undecodable", f"cannot read: {e}")
+            continue
+        digests[i], size[i], data_of[i] = sha256(data), len(data), data
+    hashed = np.flatnonzero(digests != b"")
+    recorded = hashed[regular[hashed]]
+    cache.files = FileIndex(paths[recorded], stats[recorded], digests[recorded])
+
+    distinct, first, inverse = np.unique(digests[hashed], return_index=True, return_inverse=True)
+    first = hashed[first]  # the first file with each distinct content
+    is_copy = hashed != first[inverse]
+    copies = dict(zip(hashed[is_copy].tolist(), first[inverse][is_copy].tolist(), strict=True))
+    old = cache.old_entries
+    at = old.find(distinct) if old is not None else np.full(len(distinct), -1, np.int64)
+    misses = first[at < 0].tolist()  # never trusted by stat, so read above
+    fresh = []
     with warnings.catch_warnings():  # max_pixels is checked per file; Pillow's warning is noise
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for i, rel in enumerate(progress(ids, total=len(ids), desc="ingest: decode")):
-            try:
-                data = None
-                digest = cache.known_digest(root, rel, max_bytes=opts.max_bytes)
-                if digest is None:
-                    data = read_checked(root, rel, max_bytes=opts.max_bytes)
-                    digest = sha256(data)
-                    cache.note_file(root, rel, digest)
-                if digest in first:  # the same bytes decode the same: resolved after the loop
-                    run.copies[i] = first[digest]
-                    continue
-                first[digest] = i
-                result = cache.lookup(digest)  # always a hit when the file was not read
-                if result is None:
-                    result = _decode(data, opts)
-                    run.decoded += 1
-                    fresh.append((i, digest, result))
-                if result.pixels is None:
-                    raise Quarantined(result.reason, result.detail)
-                run.pixels[i] = result.pixels
-                run.hashes[i] = result.dhash
-                size = len(data) if data is not None else cache.files[rel][0]
-                run.info[i] = (digest, size, result.width, result.height, result.mode)
-            except Quarantined as q:
-                run.bad[i] = (q.reason, q.detail)
-            except OSError as e:  # unreadable (permissions, I/O): the file's problem, not the run's
-                run.bad[i] = ("undecodable", f"cannot read: {e}")
-    done = [i for i, _, r in fresh if r.pixels is not None]
-    run.hashes[done] = dhash(run.pixels[done])
-    for i, digest, r in fresh:
-        dh = int(run.hashes[i]) if r.pixels is not None else 0
-        cache.entries[digest] = Decoded(r.pixels, r.width, r.height, r.mode, dh, r.reason, r.detail)
-    return run
+        for i in progress(misses, total=len(misses), desc="ingest: decode"):
+            fresh.append(_decode(data_of[i], opts))
+    shape = (*opts.image_size, opts.channels)
+    cache.entries = assemble(distinct, old, at, fresh, image_shape=shape)
+    cache.reused, cache.decoded = int((at >= 0).sum()), len(fresh)
+    entry = np.full(len(ids), -1, np.int64)
+    entry[hashed] = inverse
+    e = cache.entries
+    for i in first[e.row < 0].tolist():  # bytes that decode to a quarantine reason
+        k = entry[i]
+        bad[i] = (str(e.reason[k]), str(e.detail[k]))
+    return DecodeRun(e, entry, size, bad, copies)
 
 
 def _decode(data: bytes, opts: Ingest) -> Decoded:

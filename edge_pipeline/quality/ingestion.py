@@ -129,19 +129,18 @@ def ingest(
     if cache is None:
         cache = DecodeCache(key=decode_key(options), trust_stat=False)
     run = decode_all(root, ids, options, cache)
-    info, bad, copies = run.info, run.bad, run.copies
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    merged = resolve_byte_copies(ids, label_of, bad, copies)
-    kept = [i for i in range(len(ids)) if i in info and i not in bad]
+    merged = resolve_byte_copies(ids, label_of, run.bad, run.copies)
+    kept = np.flatnonzero(run.usable())
     quarantine = pd.DataFrame(
-        [(ids[i], *bad[i]) for i in sorted(bad)]
+        [(ids[i], *run.bad[i]) for i in sorted(run.bad)]
         + [(rel, "stray_folder", why) for rel, why in sorted(stray.items())],
         columns=["path", "reason", "detail"],
     )
     by_reason = dict.fromkeys(REASONS, 0) | quarantine["reason"].value_counts().to_dict()
     rejected_df = pd.DataFrame(rejected, columns=["line", "image", "reason"])
     rejected_by = dict.fromkeys(ROW_REASONS, 0) | rejected_df["reason"].value_counts().to_dict()
-    if not kept:
+    if not len(kept):
         raise InputError(
             f"ingest: nothing usable in {root}: {len(ids)} labelled image files, quarantined "
             f"{by_reason}, {len(rejected)} annotation rows rejected {rejected_by}, {other} other "
@@ -150,19 +149,31 @@ def ingest(
         )
 
     true_of = read_truth(Path(truth), root) if truth is not None else {}
-    kept_ids = [ids[i] for i in kept]
-    manifest = pd.DataFrame([info[i] for i in kept], columns=MANIFEST_COLUMNS[2:7])
-    manifest.insert(0, "id", kept_ids)
+    kept_ids = [ids[i] for i in kept.tolist()]
+    e, k = run.entries, run.entry[kept]  # k: the decode result of each kept image
     at = "" if root == Path() else f"{root.as_posix()}/"  # = (root / rel).as_posix(), faster
-    manifest.insert(1, "path", [at + rel for rel in kept_ids])
-    manifest["label"] = [label_of[r] for r in kept_ids] if annotations is None else ""
-    manifest["true_label"] = [true_of.get(r, "") for r in kept_ids]
-    images = run.pixels[kept]
+    labels = [label_of[r] for r in kept_ids]
+    true_labels = [true_of.get(r, "") for r in kept_ids]
+    manifest = pd.DataFrame(
+        {
+            "id": kept_ids,
+            "path": [at + rel for rel in kept_ids],
+            "sha256": e.sha256[k].astype(str).tolist(),
+            "bytes": run.size[kept],
+            "width": e.width[k],
+            "height": e.height[k],
+            "mode": e.mode[k].tolist(),
+            "label": labels if annotations is None else [""] * len(kept_ids),
+            "true_label": true_labels,
+        }
+    )
+    images = e.pixels[e.row[k]]
     groups, pairs, cache.near = content_groups(
         kept_ids,
         images,
-        [label_of[r] for r in kept_ids],
-        hashes=run.hashes[kept],
+        labels,
+        hashes=e.dhash[k],
+        pictures=e.picture[k],
         max_bits=options.near_duplicate_bits,
         max_mad=options.near_duplicate_mad,
         memo=cache.old_near,
@@ -172,14 +183,15 @@ def ingest(
     ann = pd.DataFrame(
         [r[1:] for r in rows if r[1] in kept_set], columns=["id", "annotator", "label"]
     )
-    given = set(ann["label"]) if annotations is not None else set(manifest["label"])
-    classes = sorted(given | (set(manifest["true_label"]) - {""}))
+    given = {r[3] for r in rows if r[1] in kept_set} if annotations is not None else set(labels)
+    classes = sorted(given | (set(true_labels) - {""}))
     found = len(set(files) | set(ids))
+    changes = cache.changes()
     lost = len(quarantine) - merged + unlabeled  # image files whose content is not kept
     metrics = {
         "labels": "annotations" if annotations is not None else "imagefolder",
         "seen": len(ids),
-        "kept": len(kept),
+        "kept": len(kept_ids),
         "quarantined": len(quarantine),
         "quarantined_by_reason": by_reason,
         "duplicates_kept_once": merged,
@@ -197,7 +209,7 @@ def ingest(
         **group_metrics(groups, pairs),
         # files against the last run's (new, changed, removed, unchanged), how many were not
         # read again, decoded, or had their decode result reused from data/ingest_cache
-        "incremental": cache.counts(run.decoded),
+        "incremental": cache.counts(changes),
         "decode_s": round(seconds, 3),
         "images_per_s": round(len(ids) / seconds, 1) if seconds > 0 else 0.0,
         # CPU time of this process: the rate without other load on the machine
@@ -211,7 +223,7 @@ def ingest(
         quarantine,
         rejected_df,
         pairs,
-        cache.changes(),
+        changes,
         cache,
         metrics,
     )

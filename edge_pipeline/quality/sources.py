@@ -17,7 +17,6 @@ import io
 import os
 import posixpath
 import re
-import stat
 from collections import Counter
 from pathlib import Path
 
@@ -136,38 +135,45 @@ def scan_images(root: Path, extensions: frozenset[str]) -> tuple[list[str], int]
     ids, other = [], 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root).as_posix()
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
         prefix = "" if rel == "." else rel + "/"  # strings, not Paths: 100,000 files add up
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if os.path.splitext(name)[1].lower() in extensions:
-                ids.append(prefix + name)
-            else:
-                other += 1
-    return sorted(ids), other
+        names = [n for n in filenames if not n.startswith(".")]
+        # n[n.rfind("."):] is os.path.splitext's extension for names not starting with "."
+        # (a name without a dot gives its last character, which is no extension)
+        found = [prefix + n for n in names if n[n.rfind(".") :].lower() in extensions]
+        ids += found
+        other += len(names) - len(found)
+    ids.sort()
+    return ids, other
 
 
 def special_entries(root: Path) -> list[tuple[str, str]]:
     """(id, reason) of every FIFO, socket or device (special_file), dangling symlink
-    (dangling_link) and symlink leaving `root` (outside_link) under `root`, found by lstat alone:
-    nothing is opened, so a caller can check a source tree before a tool that would block on a
-    FIFO (DVC hashing a dependency directory) or fail on a dangling link touches it."""
+    (dangling_link) and symlink leaving `root` (outside_link) under `root`, found from the
+    directory entries' types (d_type: no stat of a regular file, so 100,000 files take a fraction
+    of a second): nothing is opened, so a caller can check a source tree before a tool that would
+    block on a FIFO (DVC hashing a dependency directory) or fail on a dangling link touches it.
+    Symlinked folders are checked, not entered; unreadable folders are skipped (as os.walk)."""
     found, real_root = [], root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(
-            filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        ):
-            path = Path(dirpath) / name
-            mode = os.lstat(path).st_mode
-            rel = path.relative_to(root).as_posix()
-            if stat.S_ISLNK(mode):
-                if not path.exists():
-                    found.append((rel, "dangling_link"))
-                elif not path.resolve().is_relative_to(real_root):
-                    found.append((rel, "outside_link"))
-            elif not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-                found.append((rel, "special_file"))
+    todo = [(os.fspath(root), "")]
+    while todo:
+        folder, prefix = todo.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                target = Path(entry.path)
+                if not target.exists():
+                    found.append((prefix + entry.name, "dangling_link"))
+                elif not target.resolve().is_relative_to(real_root):
+                    found.append((prefix + entry.name, "outside_link"))
+            elif entry.is_dir(follow_symlinks=False):
+                todo.append((entry.path, f"{prefix}{entry.name}/"))
+            elif not entry.is_file(follow_symlinks=False):
+                found.append((prefix + entry.name, "special_file"))
     return sorted(found)
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from edge_pipeline.config import load_section
 from edge_pipeline.config.quality import Demo, Ingest
 from edge_pipeline.core.errors import ConfigError, InputError
-from edge_pipeline.quality import ingest_outputs
+from edge_pipeline.quality import duplicates, ingest_outputs
 from edge_pipeline.quality.demo_data import make_demo
 from edge_pipeline.quality.demo_flaws import bomb_png, corrupt_bytes, png_bytes
 from edge_pipeline.quality.images import Quarantined, decode
@@ -280,6 +280,30 @@ def test_duplicates_by_majority_label_with_annotations(tmp_path: Path) -> None:
     assert result.manifest["id"].tolist() == ["i/c.png"]
     assert set(result.quarantine["reason"]) == {"duplicate"}
     assert result.annotations["id"].tolist() == ["i/c.png"]
+
+
+def test_near_pairs_equal_a_brute_force_search() -> None:
+    rng = np.random.default_rng(0)
+    n = 400  # clustered hashes: some band buckets are big (broadcast), most small (all at once)
+    centres = rng.integers(0, 2**63, 3, dtype=np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, (n, 3)).astype(np.uint64)
+    hashes = centres[rng.integers(0, 3, n)] ^ flips[:, 0] ^ flips[:, 1] ^ flips[:, 2]
+    hashes[::5] = rng.integers(0, 2**63, len(hashes[::5]), dtype=np.uint64)
+    images = (rng.integers(0, 2, (n, 4, 4, 1)) * 3).astype(np.uint8)  # mad 0..3
+    fresh = rng.random(n) < 0.3
+    dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    mad = np.abs(images.reshape(n, 1, -1).astype(int) - images.reshape(1, n, -1)).mean(2)
+    i, j = np.nonzero(np.triu((dist <= 6) & (mad <= 1.5), k=1))
+    for only in (None, fresh):
+        pairs, d = duplicates.near_pairs(images, hashes, max_bits=6, max_mad=1.5, fresh=only)
+        want = (i, j) if only is None else (i[only[i] | only[j]], j[only[i] | only[j]])
+        assert pairs.tolist() == np.stack(want, 1).tolist() and len(pairs) > 50
+        np.testing.assert_allclose(d, mad[pairs[:, 0], pairs[:, 1]], atol=5e-4)
+
+
+def test_groups_are_the_smallest_member_of_each_component() -> None:
+    a, b = np.array([5, 1, 7, 3, 8]), np.array([3, 5, 9, 1, 7])  # {1, 3, 5}, {7, 8, 9}
+    assert duplicates.smallest_member(10, a, b).tolist() == [0, 1, 2, 1, 4, 1, 6, 7, 7, 7]
 
 
 # ---- labels from folders, evaluation truth, empty input -----------------------------------------
