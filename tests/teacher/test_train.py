@@ -242,7 +242,8 @@ def _add_synthetic_rows(root, n: int) -> int:
     """Append n synthetic rows (as the resample stage does) to the fixture's train.npz."""
     path = root / "data" / "resample" / "train.npz"
     z = dict(np.load(path))
-    z["x"] = np.concatenate([z["x"], z["x"][:n][:, ::-1]])
+    z["x_synthetic"] = np.load(root / "data" / "ingest" / "images.npy")[z["rows"][:n]][:, ::-1]
+    z["rows"] = np.concatenate([z["rows"], np.full(n, -1)])
     z["y"] = np.concatenate([z["y"], z["y"][:n]])
     z["synthetic"] = np.concatenate([z["synthetic"], np.ones(n, bool)])
     z["ids"] = np.concatenate([z["ids"], np.full(n, "")])
