@@ -37,6 +37,8 @@ TINY = {
         ({"blocks": []}, r"distill.blocks=\[\]: .*at least 1 item"),
         ({"augment": {"flip": True}}, r"distill.augment.flip: not an option; did you mean hflip\?"),
         ({"use_class_weights": "yes"}, r"distill.use_class_weights='yes': .*valid boolean"),
+        ({"sampler": "weighted"}, r"distill.sampler='weighted': .*'shuffle' or 'balanced'"),
+        ({"use_class_weights": True}, r"sampler: balanced already balances the classes"),
     ],
 )
 def test_bad_params_name_the_key_and_the_allowed_values(override, message, tmp_path):
