@@ -137,7 +137,7 @@ def test_prune_stage_end_to_end(prepared_workspace):
 
     params = {
         "prune": {"ramp_epochs": 1, "epochs": 1, "batch_size": 32, "calib_samples": 32,
-                  "patience": 1, "min_agreement": 0.5},
+                  "patience": 1, "min_agreement": 0.5, "sampler": "balanced"},
     }  # fmt: skip
     ws = prepared_workspace(n_classes=3, per_class=30, size=16, params=params)
     root = ws["root"]

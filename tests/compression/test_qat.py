@@ -138,7 +138,7 @@ def test_qat_stage_end_to_end(prepared_workspace):
     params = {"qat": {"epochs": 1, "batch_size": 32, "representative_samples": 16}}
     ws = prepared_workspace(n_classes=3, per_class=30, size=16, params=params)
     root = ws["root"]
-    add_synthetic_rows(root, 6)  # balanced draws: an epoch is the 54 real rows, not 60
+    add_synthetic_rows(root, 6)  # qat.sampler: shuffle draws every row, synthetic ones too
     x, y, _, _ = d.load_train()
     student = trained_student(x, y, epochs=4)
     pruned = zero_smallest(channel_prune(student, fraction=0.5)[0], 0.5)
@@ -162,7 +162,7 @@ def test_qat_stage_end_to_end(prepared_workspace):
     metrics = json.loads((root / "metrics/qat.json").read_text())
     assert metrics["int8_weights"] is True and metrics["prune_preserving"] is True
     assert metrics["tflite_sparsity"] >= 0.48
-    assert metrics["rows_per_epoch"] == ws["n_train"] == 54
+    assert metrics["rows_per_epoch"] == ws["n_train"] + 6 == 60
     assert metrics["student_pqat_int8"]["bytes"] < metrics["student_fp32"]["bytes"]
     for name in names:
         assert 0.0 <= metrics[name]["accuracy"] <= 1.0
