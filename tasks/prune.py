@@ -41,6 +41,7 @@ def main() -> None:
         pruned, report = prune_student(
             student, d["x_train"], d["y_train"], d["teacher_train"], x_val=d["x_val"],
             y_val=d["y_val"], x_check=d["x_test"], y_check=d["y_test"], options=p,
+            real_rows=int((~d["synthetic"]).sum()),
         )  # fmt: skip
         dst = paths.data / STUDENT_PRUNED
         with atomic_path(dst) as tmp:

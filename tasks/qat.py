@@ -49,7 +49,7 @@ def main() -> None:
         pqat, qmodel, report = qat_int8(
             pruned, d["x_train"], d["y_train"], d["teacher_train"], x_val=d["x_val"],
             y_val=d["y_val"], representative=rep, io_dtype=p.io_dtype, method=p.method,
-            fit=p.fit_options(),
+            fit=p.fit_options(), real_rows=int((~d["synthetic"]).sum()),
         )  # fmt: skip
         check = check_int8(
             pqat, keras_sparsity=report["keras_sparsity"], tolerance=p.sparsity_tolerance

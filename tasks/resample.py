@@ -2,7 +2,9 @@
 (method: edge_pipeline/quality/resampling.py; see docs/resample.md).
 
 Reads data/ingest and data/split; writes data/resample/{train.npz,class_weights.json},
-metrics/resample.json and plots/resample/. Shapes: N examples, K classes.
+metrics/resample.json and plots/resample/. Shapes: N examples, K classes. train.npz holds row
+indices into data/ingest/images.npy for the real rows and pixels only for the synthetic ones
+(`edge_pipeline.artifacts.datasets.save_train_set`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def main() -> None:
     p = load_section(STAGE)
     classes = data.load_classes()
     strategy = parse_strategy(p.sampling_strategy, classes)
-    x, y, ids = data.load_split("train")
+    rows, y, ids = data.load_split_rows("train")
+    x = data.load_images()[rows]
     log.info("train split: %d examples of %s; method %s", len(y), x.shape[1:], p.method)
     try:
         x_out, y_out, synthetic, source, k_used, notes = resample(
@@ -48,9 +51,13 @@ def main() -> None:
 
     paths = stage_paths(STAGE)
     ids_out = np.where(synthetic, "", ids[np.maximum(source, 0)])
+    rows_out = np.where(synthetic, -1, rows[np.maximum(source, 0)])
     with atomic_path(paths.data) as out:
         out.mkdir()
-        np.savez(out / TRAIN_SET, x=x_out, y=y_out, synthetic=synthetic, ids=ids_out.astype(str))
+        data.save_train_set(
+            out / TRAIN_SET, rows=rows_out, x_synthetic=x_out[synthetic], y=y_out,
+            synthetic=synthetic, ids=ids_out,
+        )  # fmt: skip
         write_json(out / CLASS_WEIGHTS, named_weights)
     counts = count_table({"before": y, "after": y_out, "synthetic": y_out[synthetic]}, classes)
     with atomic_path(paths.plots) as out:

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from edge_pipeline.artifacts.datasets import save_train_set
+
 REPO = Path(__file__).resolve().parent.parent
 
 # torch and TensorFlow never share a process (importing triton after TensorFlow segfaults), so the
@@ -130,9 +132,10 @@ def write_prepared(
     train = split == "train"
     res = root / "data" / "resample"
     res.mkdir(parents=True, exist_ok=True)
-    np.savez(
+    save_train_set(
         res / "train.npz",
-        x=x[train],
+        rows=np.flatnonzero(train),  # rows of images.npy
+        x_synthetic=x[:0],
         y=y[train],
         synthetic=np.zeros(train.sum(), dtype=bool),
         ids=np.array(ids)[train],

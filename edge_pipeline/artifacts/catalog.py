@@ -40,7 +40,7 @@ LABEL_ISSUES = "label_issues.csv"
 SPLIT = "split.csv"  # id, label, split (label: agreement's; the final label is clean's)
 PREVIOUS_SPLIT = "previous_split.csv"  # the split.csv found before the last run (its reference)
 # resample -> train, distill, prune, qat, export
-TRAIN_SET = "train.npz"  # x, y, synthetic, ids
+TRAIN_SET = "train.npz"  # rows (into images.npy), x_synthetic, y, synthetic, ids
 CLASS_WEIGHTS = "class_weights.json"
 # train -> distill, prune, qat, benchmark
 TEACHER_STATE = "teacher.pt"

@@ -9,7 +9,10 @@ integer indices 0..K-1 (the order of `data/ingest/classes.json`) in arrays.
 - `load_split(name)`     -> (x, y, ids) of the `train`/`val`/`test` split (train before resampling):
                             membership from data/split/split.csv, labels (and the rows clean
                             dropped, never test ones) from data/clean/labels.csv
-- `load_train()`         -> (x, y, synthetic, ids) of the resampled train set
+- `load_split_rows(name)` -> (rows into `load_images()`, y, ids) of a split, no pixels read
+- `load_train()`         -> (x, y, synthetic, ids) of the resampled train set: real rows gathered
+                            from `images.npy` by the indices `save_train_set` stored, synthetic
+                            rows' pixels from train.npz
 - `load_class_weights()` -> float64 (K,) "balanced" weights of the (original) train labels
 - `load_fit_sets()`      -> classes, resampled train, val, test and class weights (+ the teacher's
                             logits), checked: THE training-set loader of train, distill, prune, qat
@@ -43,6 +46,7 @@ from edge_pipeline.artifacts.catalog import (
 from edge_pipeline.core.errors import InputError
 
 SPLITS = ("train", "val", "test")
+GATHER_CHUNK = 4096  # images copied from the memory map at a time by load_train
 
 
 def _input_file(stage: str, name: str, params_path: Path | None) -> Path:
@@ -161,17 +165,17 @@ def read_split_assignment(path: Path) -> pd.DataFrame | None:
     return table[["id", "split"]]
 
 
-def load_split(
+def load_split_rows(
     name: str, *, params_path: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One split of `data/split/split.csv` with its pixels and clean's labels, in split.csv order
-    (the rows clean dropped left out).
+    """One split of `data/split/split.csv` as row indices into `load_images()`, in split.csv order
+    (the rows clean dropped left out); `load_split` without reading a pixel.
 
     Args:
         name: `train` (before resampling), `val` or `test`.
 
     Returns:
-        x: uint8 (N, H, W, C) images (a copy, not a memory map).
+        rows: int64 (N,) rows of `load_images()` (= manifest rows).
         y: int64 (N,) class indices into `load_classes()`.
         ids: str (N,) image ids (manifest `id`).
     """
@@ -183,8 +187,48 @@ def load_split(
     source = f"{stage_paths('split', params_path).data / SPLIT} (labels: {labels_path})"
     y = encode_labels(table["label"], classes, source=source)
     rows = rows_of(table["id"], load_manifest(params_path=params_path), source=source)
-    x = np.asarray(load_images(params_path=params_path)[rows])
-    return x, y, table["id"].to_numpy(dtype=str)
+    return rows, y, table["id"].to_numpy(dtype=str)
+
+
+def load_split(
+    name: str, *, params_path: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One split of `data/split/split.csv` with its pixels and clean's labels (`load_split_rows`).
+
+    Returns:
+        x: uint8 (N, H, W, C) images gathered from the memory-mapped `images.npy` (the one copy).
+        y: int64 (N,) class indices into `load_classes()`.
+        ids: str (N,) image ids (manifest `id`).
+    """
+    rows, y, ids = load_split_rows(name, params_path=params_path)
+    return np.asarray(load_images(params_path=params_path)[rows]), y, ids
+
+
+def save_train_set(
+    path: Path,
+    *,
+    rows: np.ndarray,
+    x_synthetic: np.ndarray,
+    y: np.ndarray,
+    synthetic: np.ndarray,
+    ids: np.ndarray,
+) -> None:
+    """Write the resampled train set (`data/resample/train.npz`, read by `load_train`).
+
+    Real rows are stored as indices into `images.npy`, so only the S synthetic rows' pixels are
+    written (the file stays small whatever N is, and nobody holds a second copy of the images).
+
+    Args:
+        rows: int64 (N,) row of `load_images()` of each real row, -1 for a synthetic one.
+        x_synthetic: uint8 (S, H, W, C) pixels of the synthetic rows, in their order in the set.
+        y: int (N,) labels; synthetic: bool (N,) True for rows the resampler added (S of them);
+        ids: str (N,) image ids, '' for synthetic rows.
+    """
+    np.savez(
+        path, rows=np.asarray(rows, dtype=np.int64), x_synthetic=x_synthetic,
+        y=np.asarray(y, dtype=np.int64), synthetic=np.asarray(synthetic, dtype=bool),
+        ids=np.asarray(ids, dtype=str),
+    )  # fmt: skip
 
 
 def load_new_images(
@@ -210,20 +254,54 @@ def load_new_images(
 def load_train(
     *, params_path: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The resampled train set of `data/resample/train.npz`.
+    """The resampled train set of `data/resample/train.npz` (written by `save_train_set`).
+
+    The file holds row indices into `images.npy` for the real rows and pixels only for the
+    synthetic ones; the real rows are gathered from the memory-mapped `images.npy`, so the
+    returned x is the one in-memory copy of the train pixels.
 
     Returns:
         x: uint8 (N, H, W, C) images, original train rows first, then the added ones.
         y: int64 (N,) class indices into `load_classes()`.
         synthetic: bool (N,) True for rows added by the resampler (interpolated or duplicated).
         ids: str (N,) image ids; '' for synthetic rows.
+
+    Raises:
+        InputError: the arrays disagree in length, a row is outside `images.npy`, or the synthetic
+            pixels do not match the images' (H, W, C); the message names the file and the fix.
     """
     path = _input_file("resample", TRAIN_SET, params_path)
     with np.load(path, allow_pickle=False) as z:
-        x, y, synthetic, ids = z["x"], z["y"], z["synthetic"], z["ids"]
-    if not len(x) == len(y) == len(synthetic) == len(ids):
-        raise InputError(f"{path}: x, y, synthetic and ids differ in length; re-run resample")
-    return x, y.astype(np.int64), synthetic.astype(bool), ids.astype(str)
+        missing = [k for k in ("rows", "x_synthetic", "y", "synthetic", "ids") if k not in z]
+        if missing:
+            raise InputError(f"{path}: no {missing} (an older format?); re-run resample")
+        rows, x_new, y, synthetic, ids = (
+            z[k] for k in ("rows", "x_synthetic", "y", "synthetic", "ids")
+        )
+    synthetic = synthetic.astype(bool)
+    if not len(rows) == len(y) == len(synthetic) == len(ids) or synthetic.sum() != len(x_new):
+        raise InputError(
+            f"{path}: rows, y, synthetic and ids differ in length, or x_synthetic does not hold "
+            "one image per synthetic row; re-run resample"
+        )
+    images = load_images(params_path=params_path)
+    real = rows[~synthetic]
+    if len(real) and (real.min() < 0 or real.max() >= len(images)):
+        raise InputError(
+            f"{path}: row indices outside data/ingest/{IMAGES} ({len(images)} images): it was "
+            "written for another ingest; re-run resample (dvc repro resample)"
+        )
+    if len(x_new) and x_new.shape[1:] != images.shape[1:]:
+        raise InputError(
+            f"{path}: synthetic images are {x_new.shape[1:]}, {IMAGES}'s {images.shape[1:]}; "
+            "re-run resample (dvc repro resample)"
+        )
+    x = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+    at = np.flatnonzero(~synthetic)
+    for i in range(0, len(at), GATHER_CHUNK):  # chunks: no transient second copy of the pixels
+        x[at[i : i + GATHER_CHUNK]] = images[real[i : i + GATHER_CHUNK]]
+    x[synthetic] = x_new
+    return x, y.astype(np.int64), synthetic, ids.astype(str)
 
 
 def load_class_weights(*, params_path: Path | None = None) -> np.ndarray:
@@ -250,8 +328,9 @@ def load_fit_sets(
     The one training-set loader of train, distill, prune and qat; its keys are a contract.
 
     Args:
-        check_shapes: also require val and test images of the train set's (H, W, C) and every
-            label below K (the train stage checks this; the others leave it to the model).
+        check_shapes: also require every label below K (the train stage checks this; the others
+            leave it to the model). Every set's pixels come from `images.npy`, so their
+            (H, W, C) agree by construction.
         teacher_logits: also load the teacher's logits of the train and val sets (data/train).
         params_path: the params.yaml whose `paths` locate the files (default: the repository's).
 
@@ -266,9 +345,8 @@ def load_fit_sets(
         "teacher_val": float32 (N_val, K) row-aligned with x_val (`read_teacher_logits`).
 
     Raises:
-        InputError: a set has no images (or, with `check_shapes`, other image dimensions than the
-            train set's, or a label >= K), or the teacher's logits are not (N, K); the message
-            names the file and the fix.
+        InputError: a set has no images (or, with `check_shapes`, a label >= K), or the
+            teacher's logits are not (N, K); the message names the file and the fix.
     """
     classes = load_classes(params_path=params_path)
     x_train, y_train, synthetic, _ = load_train(params_path=params_path)
@@ -284,11 +362,6 @@ def load_fit_sets(
     for name, x in sets:
         if len(x) == 0:
             raise InputError(f"{name}: no images; check split.val_fraction / split.test_fraction")
-        if check_shapes and x.shape[1:] != x_train.shape[1:]:
-            raise InputError(
-                f"{name}: images are {x.shape[1:]}, the train set's {x_train.shape[1:]}; "
-                "re-run the pipeline from ingest (dvc repro)"
-            )
     k = len(classes)
     if check_shapes and max(y_train.max(), y_val.max(), y_test.max()) >= k:
         raise InputError(f"labels exceed the {k} classes of data/ingest/{CLASSES}; re-run resample")

@@ -47,6 +47,8 @@ def prune_metrics(
         "macs_ratio": round(before["macs"] / after["macs"], 3),
         "params_ratio": round(before["params"] / after["params"], 3),
         "accuracy_drop_pts": round(100 * (before["accuracy"] - after["accuracy"]), 2),
+        # train rows of one pass (a recovery epoch; the ramp epoch is ramp_epochs passes)
+        "rows_per_epoch": report["ramp"]["rows_per_epoch"] // max(1, options.ramp_epochs),
         "seconds": round(seconds, 1),
     }
 

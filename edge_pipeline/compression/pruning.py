@@ -33,6 +33,7 @@ def prune_student(
     x_check: np.ndarray,
     y_check: np.ndarray | None = None,
     options: Prune,
+    real_rows: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Channel-prune then sparsify `model` (module docstring), fine-tuning with distillation.
 
@@ -43,6 +44,8 @@ def prune_student(
         x_check: uint8 (L, H, W, C) images for the agreement check before fine-tuning;
             y_check: their int (L,) labels, to report the accuracy there too (optional).
         options: params.yaml `prune` (`epochs` = recovery epochs at constant sparsity).
+        real_rows: the non-synthetic train rows: what a pass of `prune.sampler: balanced` draws
+            (None = N).
 
     Returns:
         (stripped pruned model, report: "channels", "agreement_before_finetune",
@@ -81,7 +84,7 @@ def prune_student(
         ramp_epochs=o.ramp_epochs, recovery_epochs=recovery_epochs, frequency=o.frequency,
         block_size=o.block_size, m_by_n=o.sparsity_m_by_n, exclude=o.exclude,
         tolerance=o.sparsity_tolerance, x_val=x_val, y_val=y_val,
-        n_classes=int(teacher_logits.shape[1]), **fit,
+        n_classes=int(teacher_logits.shape[1]), num_samples=real_rows, **fit,
     )  # fmt: skip
     return pruned, {
         "channels": channels,

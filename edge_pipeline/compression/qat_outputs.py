@@ -93,5 +93,6 @@ def qat_metrics(
         "int8_vs_keras_agreement": round(float(int8_vs_keras), 4),
         "pqat_vs_fp32_pts": round(100 * (acc[INT8] - acc["student_fp32"]), 2),
         "pqat_vs_ptq_pts": round(100 * (acc[INT8] - acc["student_ptq_int8"]), 2),
+        "rows_per_epoch": report["fit"]["rows_per_epoch"] if report["fit"] else None,
         "seconds": round(seconds, 1),
     }

@@ -61,6 +61,7 @@ def qat_int8(
     io_dtype: str,
     method: str,
     fit: dict[str, Any],
+    real_rows: int | None = None,
 ) -> tuple[bytes, Any, dict[str, Any]]:
     """Quantization-aware fine-tuning (or none, method="ptq") and full-integer conversion.
 
@@ -70,6 +71,8 @@ def qat_int8(
         representative: float32 (R, H, W, C) calibration images.
         io_dtype: "int8" | "uint8" input/output; method: "qat" | "ptq" (no fine-tuning).
         fit: `Qat.fit_options()`, the keywords of `student.kd_training.fit_distilled`.
+        real_rows: the non-synthetic train rows: what an epoch of `qat.sampler: balanced` draws
+            (None = N).
 
     Returns:
         (.tflite bytes, the keras model converted (fake-quantized for QAT),
@@ -93,7 +96,7 @@ def qat_int8(
         report["fit"] = fit_distilled(
             model, x_train, y_train, teacher_logits, x_val=x_val, y_val=y_val,
             n_classes=int(teacher_logits.shape[1]), epochs=fit.pop("epochs"), log_prefix="qat ",
-            **fit,
+            num_samples=real_rows, **fit,
         )  # fmt: skip
     return lt.to_tflite(model, representative=representative, io_dtype=io_dtype), model, report
 

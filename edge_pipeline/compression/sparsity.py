@@ -11,8 +11,9 @@ Which kernels TF-MOT can sparsify (checked against tensorflow-model-optimization
 
 The schedule: `PolynomialDecay` from 0 to the target over the ramp, its begin/end/frequency computed
 from the real number of steps so the last mask update lands on the last ramp step (TF-MOT's default
-frequency=100 silently ends at 0% on a short run). The ramp runs as ONE `fit_distilled` epoch over
-`ramp_epochs` copies of the train set, because `fit_distilled` restores the best epoch's weights
+frequency=100 silently ends at 0% on a short run). The ramp runs as ONE `fit_distilled` epoch of
+`ramp_epochs` passes over the train rows (row indices drawn per pass, no copies of the pixels),
+because `fit_distilled` restores the best epoch's weights
 (pruning masks included) at the end: with one epoch that is the fully sparse one. Recovery epochs
 then run at constant sparsity, so any epoch it restores is at the target.
 """
@@ -152,6 +153,8 @@ def prune_and_finetune(
     ramp_epochs: int,
     recovery_epochs: int,
     batch_size: int,
+    sampler: str = "shuffle",
+    num_samples: int | None = None,
     frequency: int | None = None,
     plan: PruningPlan | None = None,
     block_size: Sequence[int] = (1, 1),
@@ -167,6 +170,7 @@ def prune_and_finetune(
         x_train: uint8 (N, H, W, C); y_train: int (N,); teacher_logits: float (N, K).
         ramp_epochs: passes over the train set while sparsity rises (run as one epoch).
         recovery_epochs: epochs at constant sparsity afterwards (0 = none).
+        sampler, num_samples: the rows of a pass (`student.kd_data.draw_rows`).
         tolerance: how far (a fraction, 0.02 = 2 points) a layer may end below its target.
         plan: explicit schedule (default `plan_schedule` over the ramp's real step count).
         fit_kwargs: the other keywords of `student.kd_training.fit_distilled` (x_val, y_val,
@@ -181,18 +185,24 @@ def prune_and_finetune(
     """
     import tensorflow_model_optimization as tfmot
 
+    from edge_pipeline.student.kd_data import rows_per_pass
     from edge_pipeline.student.kd_training import fit_distilled
 
     reps = max(1, int(ramp_epochs))
-    x_ramp, y_ramp = np.concatenate([x_train] * reps), np.concatenate([y_train] * reps)
-    t_ramp = np.concatenate([teacher_logits] * reps)
-    plan = plan or plan_schedule(math.ceil(len(x_ramp) / batch_size), frequency=frequency)
+    rows = reps * rows_per_pass(len(x_train), sampler=sampler, num_samples=num_samples)
+    plan = plan or plan_schedule(math.ceil(rows / batch_size), frequency=frequency)
     wrapped, expected = wrap_for_pruning(
         model, plan=plan, target=target, block_size=block_size, m_by_n=m_by_n, exclude=exclude
     )
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
-    common = {"batch_size": batch_size, "callbacks": callbacks, **fit_kwargs}
-    ramp = fit_distilled(wrapped, x_ramp, y_ramp, t_ramp, epochs=1, log_prefix="ramp ", **common)
+    common = {
+        "batch_size": batch_size, "sampler": sampler, "num_samples": num_samples,
+        "callbacks": callbacks, **fit_kwargs,
+    }  # fmt: skip
+    ramp = fit_distilled(
+        wrapped, x_train, y_train, teacher_logits, epochs=1, passes=reps, log_prefix="ramp ",
+        **common,
+    )  # fmt: skip
     recovery = None
     if recovery_epochs > 0:
         recovery = fit_distilled(

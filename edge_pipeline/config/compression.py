@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt
 
 from edge_pipeline.config.base import Augment, Section
+from edge_pipeline.config.student import Sampler
 
 
 class FineTune(Section):
@@ -24,11 +25,14 @@ class FineTune(Section):
     temperature: float = Field(4.0, gt=0)
     # null or train.augment's schema; fine-tuning without it overfits
     augment: Augment | None = Augment()
+    # shuffle | balanced (as distill.sampler); shuffle: balanced draws cost the pruned student
+    # 5 accuracy points on gray28 (docs/benchmarks.md)
+    sampler: Sampler = "shuffle"
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     def fit_options(self) -> dict[str, Any]:
         """The keywords of `fit_distilled` (epochs included), augment as a plain mapping."""
-        keys = ("epochs", "lr", "patience", "batch_size", "alpha", "temperature", "seed")
+        keys = ("epochs", "lr", "patience", "batch_size", "alpha", "temperature", "sampler", "seed")
         fit: dict[str, Any] = {k: getattr(self, k) for k in keys}
         fit["augment"] = self.augment.to_dict() if self.augment is not None else None
         return fit

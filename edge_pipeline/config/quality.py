@@ -311,7 +311,8 @@ ImblearnStrategy = Literal["auto", "minority", "not majority", "not minority", "
 class Resample(Section):
     """Rebalancing the train split only (tasks/resample.py); see docs/resample.md."""
 
-    method: Literal["none", "class_weight", "random_over", "smote", "smoteenn", "adasyn"] = "smote"
+    # none: the training stages balance by sampling; see docs/resample.md for the others' price
+    method: Literal["none", "class_weight", "random_over", "smote", "smoteenn", "adasyn"] = "none"
     # imblearn: auto | minority | not majority | not minority | all | a float (two classes) |
     # {class name: target count}
     sampling_strategy: ImblearnStrategy | Fraction | dict[str, Annotated[int, Field(ge=0)]] = "auto"

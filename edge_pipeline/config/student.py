@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, StrictBool
+from pydantic import Field, PositiveInt, StrictBool, model_validator
 
 from edge_pipeline.config.base import Augment, Section
 from edge_pipeline.config.teacher import Init
@@ -12,6 +12,9 @@ from edge_pipeline.config.teacher import Init
 # [expansion, channels, repeats, stride] of one MobileNetV2 inverted-residual stage
 Block = tuple[PositiveInt, PositiveInt, PositiveInt, Literal[1, 2]]
 DEFAULT_BLOCKS: list[Block] = [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2)]
+# shuffle (each train row once an epoch) | balanced (class-balanced draws, seeded, as many an
+# epoch as there are real train rows): `edge_pipeline.student.kd_training.draw_rows`
+Sampler = Literal["shuffle", "balanced"]
 
 
 class WarmStudent(Section):
@@ -43,6 +46,9 @@ class Distill(Section):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     # per-example CE/KD weights from data/resample/class_weights.json
     use_class_weights: StrictBool = False
+    # shuffle (each train row once an epoch) | balanced (class-balanced draws, seeded, as many an
+    # epoch as there are real train rows)
+    sampler: Sampler = "balanced"
     # the teacher's policy (train.augment), applied in the tf.data pipeline
     augment: Augment = Augment()
     # TensorFlow CPU threads; null = TensorFlow's default (all cores)
@@ -50,3 +56,12 @@ class Distill(Section):
     # scratch | champion (the student the registry's champion came from) | previous (last run)
     init: Init = "scratch"
     warm: WarmStudent = WarmStudent()  # epochs and lr of a warm-started student (and baseline)
+
+    @model_validator(mode="after")
+    def _one_balancing(self) -> Distill:
+        if self.sampler == "balanced" and self.use_class_weights:
+            raise ValueError(
+                "distill.sampler: balanced already balances the classes; set "
+                "distill.use_class_weights: false, or distill.sampler: shuffle to weight the loss"
+            )
+        return self

@@ -8,6 +8,9 @@ and any Keras callback passed in (e.g. `tfmot.sparsity.keras.UpdatePruningStep`)
 
 Inputs are uint8 images (N, H, W, C), scaled to float32 x / 255 here; augmentation runs in the
 tf.data pipeline, never inside the model, so exported models carry none of it.
+
+Which rows an epoch sees: `kd_data.draw_rows` (`shuffle` or class-`balanced`, seeded); the
+tf.data pipeline that gathers them: `kd_input.train_dataset`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,9 @@ from sklearn.metrics import (  # noqa: E402
     f1_score,
     precision_recall_fscore_support,
 )
+
+from edge_pipeline.student.kd_data import draw_rows  # noqa: E402
+from edge_pipeline.student.kd_input import make_augment, train_dataset  # noqa: E402
 
 log = logging.getLogger("edge_pipeline.student.kd_training")
 
@@ -108,67 +114,6 @@ def to_inputs(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
-def make_augment(
-    policy: Mapping[str, Any] | None, *, image_size: Sequence[int], seed: int
-) -> Callable | None:
-    """A batch augmentation (a tf_keras preprocessing Sequential) from the teacher's policy schema.
-
-    Args:
-        policy: {"hflip": bool, "rotation_deg": max degrees, "crop_padding": max shift in pixels
-            (pad-and-random-crop), "color_jitter": brightness/contrast strength}; flips stay off
-            for digits and text. Missing keys or None = off.
-        image_size: (H, W), to turn pixel shifts into the layer's fractions.
-        seed: seeds every random layer.
-
-    Returns:
-        A callable on float32 (B, H, W, C) batches in [0, 1], or None when the policy is all off.
-    """
-    from tf_keras import layers
-
-    policy = dict(policy or {})
-    unknown = set(policy) - {"hflip", "rotation_deg", "crop_padding", "color_jitter"}
-    if unknown:
-        raise ValueError(
-            f"augment: unknown key(s) {sorted(unknown)}; allowed: hflip, rotation_deg, "
-            "crop_padding, color_jitter"
-        )
-    aug: list[Any] = []
-    if policy.get("hflip"):
-        aug.append(layers.RandomFlip("horizontal", seed=seed))
-    if policy.get("rotation_deg"):
-        turn = float(policy["rotation_deg"]) / 360.0  # the layer takes a fraction of a full turn
-        aug.append(layers.RandomRotation(turn, fill_mode="constant", seed=seed + 1))
-    if policy.get("crop_padding"):
-        # A random shift of up to +-p pixels is what zero-padding by p and random-cropping does.
-        h, w = (float(policy["crop_padding"]) / s for s in image_size[:2])
-        aug.append(
-            layers.RandomTranslation(
-                h, w, fill_mode="constant", interpolation="nearest", seed=seed + 2
-            )
-        )
-    if policy.get("color_jitter"):
-        jitter = float(policy["color_jitter"])
-        aug.append(layers.RandomBrightness(jitter, value_range=(0.0, 1.0), seed=seed + 3))
-        aug.append(layers.RandomContrast(jitter, seed=seed + 4))
-    return tf_keras.Sequential(aug, name="augment") if aug else None
-
-
-def _dataset(x, targets, weights, *, batch_size: int, seed: int, augment: Callable | None):
-    items = (x, targets) if weights is None else (x, targets, weights)
-    ds = tf.data.Dataset.from_tensor_slices(items)
-    # One endless iterator (epochs = steps_per_epoch batches, the last one partial): re-creating
-    # the iterator every epoch cost ~1 s per epoch, as much as the epoch's training on 2 cores.
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat()
-
-    def prepare(xb, *rest):
-        xb = tf.cast(xb, tf.float32) / 255.0
-        if augment is not None:
-            xb = augment(xb, training=True)
-        return (xb, *rest)
-
-    return ds.map(prepare).prefetch(tf.data.AUTOTUNE)
-
-
 class ValidationMetrics(tf_keras.callbacks.Callback):
     """Adds val_macro_f1, val_accuracy and val_loss (plain CE) to the epoch logs."""
 
@@ -217,6 +162,9 @@ def fit_distilled(
     seed: int,
     class_weights: Sequence[float] | Mapping[int, float] | None = None,
     augment: Mapping[str, Any] | None = None,
+    sampler: str = "shuffle",
+    num_samples: int | None = None,
+    passes: int = 1,
     callbacks: Sequence[Any] = (),
     log_prefix: str = "",
 ) -> dict[str, Any]:
@@ -232,13 +180,15 @@ def fit_distilled(
         n_classes: K.
         alpha, temperature: see `kd_loss`.
         class_weights: optional weight per class (length K, or {class index: weight}).
-        augment: augmentation policy for `make_augment`, or None.
+        augment: augmentation policy for `kd_input.make_augment`, or None.
+        sampler, num_samples, passes: the rows of each epoch (`kd_data.draw_rows`): `balanced` with
+            num_samples = the real train rows makes an epoch cost what the real data costs.
         callbacks: extra Keras callbacks; they see val_macro_f1 in the epoch logs.
         log_prefix: prepended to the per-epoch log lines (e.g. "baseline ").
 
     Returns:
         {"history": {metric: per-epoch list}, "best_epoch" (1-based), "best_val_macro_f1",
-         "epochs_run", "train_seconds", "images_per_s"}.
+         "epochs_run", "rows_per_epoch", "train_seconds", "images_per_s"}.
     """
     if teacher_logits.shape != (len(x_train), n_classes):
         raise ValueError(
@@ -254,11 +204,14 @@ def fit_distilled(
         if isinstance(class_weights, Mapping):
             class_weights = [class_weights[k] for k in range(n_classes)]
         weights = np.asarray(class_weights, dtype=np.float32)[y_train]
-    ds = _dataset(
-        x_train, targets, weights, batch_size=batch_size, seed=seed,
+    rows = draw_rows(
+        y_train, sampler=sampler, epochs=epochs, seed=seed, num_samples=num_samples, passes=passes
+    )
+    ds = train_dataset(
+        x_train, targets, weights, rows, batch_size=batch_size,
         augment=make_augment(augment, image_size=x_train.shape[1:3], seed=seed),
     )  # fmt: skip
-    steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
+    steps_per_epoch = int(np.ceil(rows.shape[1] / batch_size))
     schedule = tf_keras.optimizers.schedules.CosineDecay(lr, epochs * steps_per_epoch)
     model.compile(
         optimizer=tf_keras.optimizers.Adam(schedule),
@@ -280,8 +233,9 @@ def fit_distilled(
         "best_epoch": int(stopper.best_epoch) + 1,
         "best_val_macro_f1": float(stopper.best),
         "epochs_run": len(history["loss"]),
+        "rows_per_epoch": int(rows.shape[1]),
         "train_seconds": seconds,
-        "images_per_s": len(x_train) * len(history["loss"]) / seconds,
+        "images_per_s": rows.shape[1] * len(history["loss"]) / seconds,
     }
 
 

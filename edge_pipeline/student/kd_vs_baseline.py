@@ -74,6 +74,7 @@ def train_pair(
         "epochs": p.warm.epochs if init_weights else p.epochs,
         "lr": p.warm.lr if init_weights else p.lr, "seed": p.seed, "augment": p.augment.to_dict(),
         "class_weights": d["class_weights"] if p.use_class_weights else None,
+        "sampler": p.sampler, "num_samples": int((~d["synthetic"]).sum()),
     }  # fmt: skip
     out = {}
     for name, alpha in zip(RUNS, (p.alpha, 1.0), strict=True):

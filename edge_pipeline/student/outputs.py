@@ -73,6 +73,7 @@ def build_metrics(
         "student_train_seconds": round(s["fit"]["train_seconds"], 2),
         "baseline_train_seconds": round(b["fit"]["train_seconds"], 2),
         "train_images_per_s": round(s["fit"]["images_per_s"], 1),
+        "train_rows_per_epoch": s["fit"]["rows_per_epoch"],
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
 from edge_pipeline.artifacts import datasets as data
+from edge_pipeline.core.errors import InputError
 
 
 def test_ingest_loaders_round_trip(prepared_workspace) -> None:
@@ -84,20 +85,41 @@ def test_unknown_label_names_file_and_line() -> None:
 def test_train_and_class_weights_round_trip(prepared_workspace, tmp_path: Path) -> None:
     prepared_workspace(n_classes=3, per_class=10)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (7, 16, 16, 1), dtype=np.uint8)
+    images = np.load("data/ingest/images.npy")
+    rows = np.array([7, 3, 20, 11, 0, -1, -1])  # any order of images.npy rows
+    x_new = rng.integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
+    x = np.concatenate([images[rows[:5]], x_new])
     y = np.array([0, 0, 0, 1, 2, 2, 2])
     synthetic = np.array([False] * 5 + [True] * 2)
     ids = np.array(["a", "b", "c", "d", "e", "", ""])
-    np.savez("data/resample/train.npz", x=x, y=y.astype(np.int32), synthetic=synthetic, ids=ids)
+    data.save_train_set(
+        Path("data/resample/train.npz"), rows=rows, x_synthetic=x_new, y=y.astype(np.int32),
+        synthetic=synthetic, ids=ids,
+    )  # fmt: skip
+    with np.load("data/resample/train.npz") as z:  # indices and the synthetic pixels only
+        assert set(z) == {"rows", "x_synthetic", "y", "synthetic", "ids"}
+        assert z["rows"].dtype == np.int64 and z["x_synthetic"].shape == (2, 16, 16, 1)
     weights = compute_class_weight("balanced", classes=np.arange(3), y=y[:5])
     Path("data/resample/class_weights.json").write_text(
         json.dumps({"2": weights[2], "0": weights[0], "1": weights[1]})  # any key order
     )
 
     x2, y2, s2, ids2 = data.load_train()
-    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(x2, x)  # the pixels gathered from images.npy, then synthetic
+    assert x2.dtype == np.uint8 and not isinstance(x2, np.memmap)
     assert y2.dtype == np.int64 and y2.tolist() == y.tolist()
     assert s2.tolist() == synthetic.tolist() and ids2.tolist() == ids.tolist()
+
+    z = dict(np.load("data/resample/train.npz"))
+    np.savez("data/resample/train.npz", **(z | {"rows": np.where(rows == 20, 999, rows)}))
+    with pytest.raises(InputError, match=r"train\.npz: row indices outside .*dvc repro resample"):
+        data.load_train()
+    np.savez("data/resample/train.npz", **(z | {"x_synthetic": x_new[:1]}))
+    with pytest.raises(InputError, match=r"x_synthetic does not hold one image per synthetic"):
+        data.load_train()
+    np.savez("data/resample/train.npz", x=x, y=y, synthetic=synthetic, ids=ids)  # older format
+    with pytest.raises(InputError, match=r"no \['rows', 'x_synthetic'\].*re-run resample"):
+        data.load_train()
     np.testing.assert_allclose(data.load_class_weights(), weights)  # classes.json order
 
     Path("data/resample/class_weights.json").write_text(json.dumps({"0": 1.0}))

@@ -33,10 +33,12 @@ def test_load_fit_sets_returns_every_set_and_checks_them(prepared_workspace) -> 
     with pytest.raises(ValueError, match="labels exceed the 3 classes"):
         data.load_fit_sets(check_shapes=True)
 
-    np.savez("data/resample/train.npz", **(npz | {"x": npz["x"][:, :8]}))
-    data.load_fit_sets()
-    with pytest.raises(ValueError, match=r"val: images are \(16, 16, 1\), the train set's"):
-        data.load_fit_sets(check_shapes=True)
+    synthetic = {"rows": np.append(npz["rows"], -1), "y": np.append(npz["y"], 0),
+                 "synthetic": np.append(npz["synthetic"], True), "ids": np.append(npz["ids"], ""),
+                 "x_synthetic": np.zeros((1, 16, 8, 1), np.uint8)}  # fmt: skip
+    np.savez("data/resample/train.npz", **synthetic)
+    with pytest.raises(InputError, match=r"synthetic images are \(16, 8, 1\), images\.npy's"):
+        data.load_fit_sets()
 
     empty = {k: v[:0] for k, v in npz.items()}
     np.savez("data/resample/train.npz", **empty)

@@ -11,6 +11,7 @@ import pytest
 from edge_pipeline.compression import sparsity as sp
 from edge_pipeline.core.errors import ConfigError
 from tests.compression_fixtures import digits, load_with, trained_student
+from tests.train_set_fixtures import add_synthetic_rows
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +137,11 @@ def test_prune_stage_end_to_end(prepared_workspace):
 
     params = {
         "prune": {"ramp_epochs": 1, "epochs": 1, "batch_size": 32, "calib_samples": 32,
-                  "patience": 1, "min_agreement": 0.5},
+                  "patience": 1, "min_agreement": 0.5, "sampler": "balanced"},
     }  # fmt: skip
     ws = prepared_workspace(n_classes=3, per_class=30, size=16, params=params)
     root = ws["root"]
+    add_synthetic_rows(root, 6)  # balanced draws: an epoch is the 54 real rows, not 60
     x, y, _, _ = d.load_train()
     student = trained_student(x, y, epochs=12)
     (root / "data/distill").mkdir(parents=True)
@@ -153,6 +155,7 @@ def test_prune_stage_end_to_end(prepared_workspace):
     assert metrics["pruned"]["params"] < metrics["student"]["params"]
     assert metrics["macs_ratio"] > 1.3
     assert metrics["pruned"]["sparsity"] >= 0.48
+    assert metrics["rows_per_epoch"] == ws["n_train"] == 54
     assert 0.5 <= metrics["channel_pruned"]["agreement_before_finetune"] <= 1.0
     assert metrics["channel_pruned"]["macs"] == metrics["pruned"]["macs"]
     assert 0.0 <= metrics["pruned"]["accuracy"] <= 1.0

@@ -12,6 +12,7 @@ from edge_pipeline.compression import tflite as lt
 from edge_pipeline.core.errors import ConfigError
 from edge_pipeline.edge.runtimes import LiteRTRunner
 from tests.compression_fixtures import digits, load_with, trained_student, zero_smallest
+from tests.train_set_fixtures import add_synthetic_rows
 
 FIT = {"alpha": 1.0, "temperature": 1.0, "batch_size": 32, "lr": 1e-4, "patience": 1, "seed": 0}
 
@@ -137,6 +138,7 @@ def test_qat_stage_end_to_end(prepared_workspace):
     params = {"qat": {"epochs": 1, "batch_size": 32, "representative_samples": 16}}
     ws = prepared_workspace(n_classes=3, per_class=30, size=16, params=params)
     root = ws["root"]
+    add_synthetic_rows(root, 6)  # qat.sampler: shuffle draws every row, synthetic ones too
     x, y, _, _ = d.load_train()
     student = trained_student(x, y, epochs=4)
     pruned = zero_smallest(channel_prune(student, fraction=0.5)[0], 0.5)
@@ -160,6 +162,7 @@ def test_qat_stage_end_to_end(prepared_workspace):
     metrics = json.loads((root / "metrics/qat.json").read_text())
     assert metrics["int8_weights"] is True and metrics["prune_preserving"] is True
     assert metrics["tflite_sparsity"] >= 0.48
+    assert metrics["rows_per_epoch"] == ws["n_train"] + 6 == 60
     assert metrics["student_pqat_int8"]["bytes"] < metrics["student_fp32"]["bytes"]
     for name in names:
         assert 0.0 <= metrics[name]["accuracy"] <= 1.0

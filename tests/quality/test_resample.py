@@ -122,7 +122,8 @@ def test_main_never_touches_val_or_test(prepared_workspace) -> None:
     split.main()
     split_csv = Path("data/split/split.csv").read_bytes()
     x_test, y_test, test_ids = data.load_split("test")
-    _, y_train, train_ids = data.load_split("train")
+    x_train, y_train, train_ids = data.load_split("train")
+    images = np.load("data/ingest/images.npy")
 
     for method in METHODS:
         set_params(method=method, k_neighbors=5)
@@ -132,6 +133,13 @@ def test_main_never_touches_val_or_test(prepared_workspace) -> None:
         np.testing.assert_array_equal(x_t, x_test)
         x, y, synthetic, ids = data.load_train()
         assert set(ids[~synthetic]) <= set(train_ids) and (ids[synthetic] == "").all()
+        with np.load("data/resample/train.npz") as z:  # indices of real rows, synthetic pixels
+            assert "x" not in z and (z["rows"][synthetic] == -1).all()
+            np.testing.assert_array_equal(images[z["rows"][~synthetic]], x[~synthetic])
+            np.testing.assert_array_equal(z["x_synthetic"], x[synthetic])
+        position = {image_id: i for i, image_id in enumerate(train_ids)}
+        real = [position[i] for i in ids[~synthetic]]  # the same pixels load_split gives
+        np.testing.assert_array_equal(x[~synthetic], x_train[real])
         assert not set(ids) & set(test_ids)
         metrics = json.loads(Path("metrics/resample.json").read_text())
         assert metrics["method"] == method and metrics["n_after"] == len(y)
@@ -153,6 +161,6 @@ def test_main_names_a_bad_strategy(prepared_workspace) -> None:
     set_params(sampling_strategy={"7": 10})
     with pytest.raises(ConfigError, match=r"sampling_strategy names unknown classes \['7'\]"):
         resample.main()
-    set_params(sampling_strategy={"1": 10, "2": 12})  # by class name: target counts
+    set_params(method="smote", sampling_strategy={"1": 10, "2": 12})  # by name: target counts
     resample.main()
     assert np.bincount(data.load_train()[1]).tolist() == [6, 10, 12]

@@ -12,6 +12,7 @@ import yaml
 from edge_pipeline.config import load_section
 from edge_pipeline.core.errors import ConfigError
 from tasks import distill
+from tests.train_set_fixtures import add_synthetic_rows
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
@@ -37,6 +38,8 @@ TINY = {
         ({"blocks": []}, r"distill.blocks=\[\]: .*at least 1 item"),
         ({"augment": {"flip": True}}, r"distill.augment.flip: not an option; did you mean hflip\?"),
         ({"use_class_weights": "yes"}, r"distill.use_class_weights='yes': .*valid boolean"),
+        ({"sampler": "weighted"}, r"distill.sampler='weighted': .*'shuffle' or 'balanced'"),
+        ({"use_class_weights": True}, r"sampler: balanced already balances the classes"),
     ],
 )
 def test_bad_params_name_the_key_and_the_allowed_values(override, message, tmp_path):
@@ -90,6 +93,7 @@ def test_main_end_to_end_writes_every_output_and_an_mlflow_run(prepared_workspac
 
     info = prepared_workspace(params={"distill": TINY})
     root = info["root"]
+    add_synthetic_rows(root, 6)  # balanced draws: an epoch is the 54 real rows, not 60
     _teacher_outputs(root, info)
     distill.main()
 
@@ -107,6 +111,7 @@ def test_main_end_to_end_writes_every_output_and_an_mlflow_run(prepared_workspac
     )
     assert set(metrics["test_recall"]) == set(info["classes"])
     assert metrics["epochs_run"] == 2 and metrics["train_seconds"] > 0
+    assert metrics["train_rows_per_epoch"] == info["n_train"] == 54
 
     meta = json.loads((data_dir / "meta.json").read_text())
     models = json.loads((data_dir / "models.json").read_text())
@@ -154,7 +159,8 @@ def test_main_end_to_end_writes_every_output_and_an_mlflow_run(prepared_workspac
 
 def _run(f1: float, val_f1: float) -> dict:
     fit = {"best_val_macro_f1": val_f1, "best_epoch": 2, "epochs_run": 3, "train_seconds": 1.0,
-           "images_per_s": 100.0, "history": {"loss": [1.0, 0.8, 0.7], "val_loss": [1.0, 0.9, 0.9],
+           "images_per_s": 100.0, "rows_per_epoch": 20,
+           "history": {"loss": [1.0, 0.8, 0.7], "val_loss": [1.0, 0.9, 0.9],
            "val_accuracy": [0.5, 0.6, 0.6], "val_macro_f1": [0.4, val_f1, 0.5],
            "epoch_seconds": [0.4, 0.3, 0.3]}}  # fmt: skip
     test = {"accuracy": f1 + 0.01, "macro_f1": f1, "precision": [0.9, 0.8], "recall": [0.7, 0.9],

@@ -1,4 +1,5 @@
-"""Distillation loss, the shared fit loop (plain and TF-MOT wrapped models) and evaluation."""
+"""Distillation loss, the rows an epoch draws, the shared fit loop (plain and TF-MOT wrapped
+models) and evaluation."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from edge_pipeline.student import kd_training as kd  # noqa: E402
+from edge_pipeline.student.kd_data import draw_rows  # noqa: E402
+from edge_pipeline.student.kd_input import make_augment, train_dataset  # noqa: E402
 from edge_pipeline.student.model import build_student  # noqa: E402
 
 
@@ -80,14 +83,63 @@ def test_metrics_from_predictions_by_hand():
 
 
 def test_augment_policy():
-    assert kd.make_augment({"hflip": False, "rotation_deg": 0}, image_size=(8, 8), seed=0) is None
+    assert make_augment({"hflip": False, "rotation_deg": 0}, image_size=(8, 8), seed=0) is None
     with pytest.raises(ValueError, match="rotation.*allowed: hflip, rotation_deg"):
-        kd.make_augment({"rotation": 10}, image_size=(8, 8), seed=0)
-    aug = kd.make_augment({"rotation_deg": 30, "crop_padding": 2}, image_size=(8, 8), seed=0)
+        make_augment({"rotation": 10}, image_size=(8, 8), seed=0)
+    aug = make_augment({"rotation_deg": 30, "crop_padding": 2}, image_size=(8, 8), seed=0)
     x = tf.random.stateless_uniform((4, 8, 8, 1), seed=(1, 2))
     out = aug(x, training=True).numpy()
     assert out.shape == (4, 8, 8, 1) and not np.allclose(out, x.numpy())
     assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_balanced_rows_draw_each_class_about_equally_and_n_real_rows_per_epoch():
+    # resample added 600 synthetic rows of the two small classes to 850 real ones
+    y = np.repeat([0, 1, 2, 1, 2], [600, 200, 50, 200, 400])
+    n_real = 850
+    rows = draw_rows(y, sampler="balanced", epochs=4, seed=0, num_samples=n_real)
+    assert rows.shape == (4, n_real) and rows.dtype == np.int64  # an epoch costs the real rows
+    share = np.bincount(y[rows.ravel()], minlength=3) / rows.size
+    np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.03)  # each class about equally
+    assert not np.array_equal(rows[0], rows[1])  # a new draw every epoch
+    np.testing.assert_array_equal(rows, draw_rows(y, sampler="balanced", epochs=4, seed=0,
+                                                  num_samples=n_real))  # fmt: skip
+    assert not np.array_equal(rows, draw_rows(y, sampler="balanced", epochs=4, seed=1,
+                                              num_samples=n_real))  # fmt: skip
+    ramp = draw_rows(y, sampler="balanced", epochs=1, seed=0, num_samples=n_real, passes=3)
+    assert ramp.shape == (1, 3 * n_real)
+    order = draw_rows(y, sampler="shuffle", epochs=2, seed=0, passes=2)
+    assert order.shape == (2, 2 * len(y))  # shuffle: every row once per pass, synthetic included
+    for epoch in order:
+        assert sorted(epoch[: len(y)]) == sorted(epoch[len(y) :]) == list(range(len(y)))
+    with pytest.raises(ValueError, match="sampler 'weighted'"):
+        draw_rows(y, sampler="weighted", epochs=1, seed=0)
+
+
+def test_batches_keep_pixels_targets_and_weights_of_the_drawn_rows_together():
+    n, k = 50, 3
+    x = np.repeat(np.arange(n, dtype=np.uint8), 4).reshape(n, 2, 2, 1)  # pixel value = row
+    targets = np.stack([np.arange(n)] * (2 * k), axis=1).astype(np.float32)  # = row as well
+    weights = np.arange(n, dtype=np.float32) * 10
+    rows = draw_rows(np.arange(n) % k, sampler="balanced", epochs=2, seed=0, num_samples=30)
+    ds = train_dataset(x, targets, weights, rows, batch_size=8, augment=None)
+    seen = []
+    for xb, tb, wb in ds.take(2 * 4):  # 2 epochs of ceil(30 / 8) = 4 batches, the last of 6
+        drawn = np.rint(xb.numpy()[:, 0, 0, 0] * 255).astype(int)
+        np.testing.assert_array_equal(tb.numpy()[:, -1], drawn)  # teacher logits aligned
+        np.testing.assert_array_equal(wb.numpy(), drawn * 10)
+        seen.extend(drawn)
+    np.testing.assert_array_equal(seen, rows.ravel())
+
+
+def test_fit_reports_the_rows_each_epoch_drew():
+    x, y, teacher = _digits(per_class=8)
+    model = build_student((16, 16, 1), 3, **TINY)
+    fit = FIT | {"epochs": 1, "patience": 1, "augment": None}
+    result = kd.fit_distilled(
+        model, x, y, teacher, x_val=x, y_val=y, sampler="balanced", num_samples=10, **fit
+    )
+    assert result["rows_per_epoch"] == 10 and result["epochs_run"] == 1
 
 
 def _digits(k=3, per_class=40):

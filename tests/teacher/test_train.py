@@ -21,6 +21,7 @@ from edge_pipeline.teacher import fit as train_loop
 from edge_pipeline.teacher.models import ARCHS, build_teacher, load_teacher
 from tasks import train
 from tests.conftest import REPO, _digits
+from tests.train_set_fixtures import add_synthetic_rows
 
 
 def _section(tmp_path, cfg) -> Train:
@@ -238,25 +239,13 @@ def test_early_stopping_restores_the_best_epochs_weights(tiny_digits, monkeypatc
     assert not torch.equal(states[4][head], states[2][head])
 
 
-def _add_synthetic_rows(root, n: int) -> int:
-    """Append n synthetic rows (as the resample stage does) to the fixture's train.npz."""
-    path = root / "data" / "resample" / "train.npz"
-    z = dict(np.load(path))
-    z["x"] = np.concatenate([z["x"], z["x"][:n][:, ::-1]])
-    z["y"] = np.concatenate([z["y"], z["y"][:n]])
-    z["synthetic"] = np.concatenate([z["synthetic"], np.ones(n, bool)])
-    z["ids"] = np.concatenate([z["ids"], np.full(n, "")])
-    np.savez(path, **z)
-    return len(z["y"])
-
-
 @pytest.mark.slow
 def test_main_writes_every_output_and_tracks_the_run(prepared_workspace):
     import mlflow
 
     ws = prepared_workspace(params={"train": {"epochs": 2, "batch_size": 16, "threads": 1}})
     root = ws["root"]
-    n_train = _add_synthetic_rows(root, 5)
+    n_train = add_synthetic_rows(root, 5)
     train.main()
 
     out = root / "data" / "train"
