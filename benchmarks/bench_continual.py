@@ -144,7 +144,7 @@ def main() -> None:
         real = np.flatnonzero(~d1["synthetic"])
         pick = real[ewc.stratified_sample(d1["y_train"][real], base.ewc.samples, seed=0)]
         fisher = ewc.fisher_diagonal(night1.model, d1["x_train"][pick], d1["y_train"][pick],
-                                     device=device, batch_size=base.batch_size)  # fmt: skip
+                                     device=device)  # fmt: skip
     state = {k: v.clone() for k, v in night1.model.state_dict().items()}
     first_seen = warm_start.replay.update_first_seen(None, d1["train_ids"], night=1)
     print(f"night-1 teacher: {n1_seconds:.0f} s, test accuracy "

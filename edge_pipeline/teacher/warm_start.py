@@ -199,7 +199,7 @@ def log_start_model(mlflow: Any, p: Train, data_dir: Path, plan: WarmPlan, model
             real = np.flatnonzero(~fit["synthetic"])
             pick = real[ewc.stratified_sample(fit["y_train"][real], p.ewc.samples, seed=p.seed)]
             fisher = ewc.fisher_diagonal(model, fit["x_train"][pick], fit["y_train"][pick],
-                                         device=device, batch_size=p.batch_size)  # fmt: skip
+                                         device=device)  # fmt: skip
             torch.save(fisher, folder / FISHER)
             model.cpu()
         mlflow.log_artifacts(str(folder), WARM_DIR)

@@ -100,6 +100,29 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_pulls_towards_it():
     assert (model[1].weight.grad * fisher["1.weight"] >= 0).all()  # gradient points away
 
 
+def test_fisher_is_the_mean_of_per_example_squared_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 3))
+    x = np.random.default_rng(1).integers(0, 256, (7, 3, 3, 1), dtype=np.uint8)[:, :2, :2]
+    y = np.array([0, 1, 2, 0, 1, 2, 2])
+    fisher = ewc.fisher_diagonal(model, x, y, device=torch.device("cpu"), batch_size=3)
+    model.eval()
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for xi, yi in zip(x, y, strict=True):  # by hand: one backward pass per image
+        model.zero_grad()
+        inp = torch.from_numpy(xi).permute(2, 0, 1)[None].float() / 255.0
+        nn.functional.cross_entropy(model(inp), torch.tensor([int(yi)])).backward()
+        for n, p in model.named_parameters():
+            expected[n] += p.grad**2 / len(y)
+    for n, f in fisher.items():
+        torch.testing.assert_close(f, expected[n], rtol=1e-4, atol=1e-9)
+    # the batch-mean shortcut this replaced is far smaller: gradients cancel in the mean
+    model.zero_grad()
+    xb = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
+    nn.functional.cross_entropy(model(xb), torch.from_numpy(y)).backward()
+    assert (model[3].weight.grad ** 2).sum() < 0.5 * fisher["3.weight"].sum()
+
+
 def test_first_night_of_champion_falls_back_to_scratch_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         start = warm_start.load_start(Train(init="champion"), classes=["0"],
