@@ -42,7 +42,7 @@ class Distill(Section):
     batch_size: int = Field(64, ge=2, le=4096)
     lr: float = Field(0.005, gt=0, le=1)  # Adam, cosine-decayed to 0 over all epochs
     # stop after this many epochs without a better val macro-F1 (best weights kept)
-    patience: int = Field(8, ge=1)
+    patience: int = Field(12, ge=1)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     # per-example CE/KD weights from data/resample/class_weights.json
     use_class_weights: StrictBool = False
