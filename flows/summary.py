@@ -173,8 +173,10 @@ def decision_lines(s: dict[str, Any]) -> list[str]:
     reg = s["metrics"].get("register")
     chosen = chosen_id(s)
     lines = [f"- chosen edge model: `{chosen}`" if chosen else "- chosen edge model: none"]
-    if s["chosen"] and s["chosen"].get("rule"):
+    if chosen and s["chosen"] and s["chosen"].get("rule"):
         lines.append(f"  - why: {s['chosen']['rule']}")
+    elif not chosen and s["chosen"]:  # the rule names what a winner would be: no winner, no rule
+        lines.append("  - why: no candidate passes every gate (failures: benchmark report)")
     if reg is None:
         return [*lines, "- promotion: not decided (register did not run)"]
     outcome = str(reg.get("outcome") or ("promote" if reg.get("promoted") else "keep"))

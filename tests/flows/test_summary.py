@@ -94,6 +94,19 @@ def test_a_run_that_stopped_early_still_gets_its_page(tmp_path: Path) -> None:
     assert "Stages with results: 0 of 13." in empty and "- none written" in empty
 
 
+def test_when_no_model_passes_the_page_says_so_instead_of_a_rule(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    (root / "data/benchmark/chosen.json").write_text(
+        json.dumps({"chosen": None, "model": None, "rule": "fastest passing model within 1 pt"})
+    )
+    bench = json.loads((root / "metrics/benchmark.json").read_text())
+    (root / "metrics/benchmark.json").write_text(json.dumps(bench | {"chosen": None}))
+    page = markdown(build(root))
+    assert "- chosen edge model: none" in page
+    assert "  - why: no candidate passes every gate (failures: benchmark report)" in page
+    assert "fastest passing model within 1 pt" not in page
+
+
 def test_invalid_metrics_file_is_an_input_error_naming_it(tmp_path: Path) -> None:
     workspace(tmp_path, ("ingest",))
     (tmp_path / "metrics/ingest.json").write_text('{"kept": 1,\n')
