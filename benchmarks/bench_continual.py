@@ -22,7 +22,6 @@ import argparse
 import logging
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def case_workspace(case: str, *, n_new: int, new_classes: int, seed: int = 0) ->
 
     import pandas as pd
 
-    from benchmarks.bench_flow import run_stage, scratch_repo
+    from benchmarks.bench_flow import run_stage, scratch_repo, stage_env
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-continual-{case}-"))
     repo = scratch_repo(tmp / "repo", case, {})
@@ -67,14 +66,7 @@ def case_workspace(case: str, *, n_new: int, new_classes: int, seed: int = 0) ->
         shutil.move(src / name, hold / name)
     annotations[~annotations["image"].isin(later)].to_csv(src / "annotations.csv", index=False)
     truth[~truth["image"].isin(later)].to_csv(src / "truth.csv", index=False)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(repo),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "TF_USE_LEGACY_KERAS": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns.db'}",
-        "MLFLOW_ARTIFACT_ROOT": (tmp / "mlartifacts").as_uri(),
-    }
+    env = stage_env(repo, tmp)
     print(f"night 2 brings {len(later)} images of classes {sorted(map(int, classes))}", flush=True)
     for night in (1, 2):
         if night == 2:

@@ -37,8 +37,8 @@ COPIED = ("tasks", "edge_pipeline", "dvc.yaml", "params.yaml", "pyproject.toml")
 FIGURES = ("images_per_s", "macs", "accuracy", "macro_f1", "rows_per_epoch")  # keys printed
 
 
-def scratch_repo(root: Path, case: str, overrides: dict[str, Any]) -> Path:
-    """A git + DVC copy of this repository whose ingest reads case `case` (written inside it)."""
+def copy_project(root: Path) -> None:
+    """The code, dvc.yaml and params.yaml of this repository (`COPIED`) into a new `root`."""
     root.mkdir(parents=True)
     for name in COPIED:
         src = REPO / name
@@ -46,6 +46,25 @@ def scratch_repo(root: Path, case: str, overrides: dict[str, Any]) -> Path:
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, root / name)
+
+
+def stage_env(root: Path, tmp: Path) -> dict[str, str]:
+    """The environment of `dvc repro` in scratch copy `root`: its code first, the venv's python,
+    and an MLflow store of its own under `tmp`."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TF_USE_LEGACY_KERAS": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns.db'}",
+        "MLFLOW_ARTIFACT_ROOT": (tmp / "mlartifacts").as_uri(),
+    }
+
+
+def scratch_repo(root: Path, case: str, overrides: dict[str, Any]) -> Path:
+    """A git + DVC copy of this repository whose ingest reads case `case` (written inside it)."""
+    copy_project(root)
     info = make_case(case, root / "cases" / case)
     print(f"case {case}: {json.dumps(info)}", flush=True)
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -166,15 +185,7 @@ def run() -> dict[str, Any]:
     }
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-flow-{case}-"))
     root = scratch_repo(tmp / "repo", case, overrides)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(root),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "TF_USE_LEGACY_KERAS": "1",
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns.db'}",
-        "MLFLOW_ARTIFACT_ROOT": (tmp / "mlartifacts").as_uri(),
-    }
+    env = stage_env(root, tmp)
     stages = [s for s in yaml.safe_load((root / "dvc.yaml").read_text())["stages"] if s != "demo"]
     if until:
         stages = stages[: stages.index(until) + 1]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.bench_flow import COPIED, REPO, run_stage
+from benchmarks.bench_flow import copy_project, run_stage, stage_env
 from benchmarks.bench_orchestration import _git_dvc_init
 from edge_pipeline.quality.demo_nights import advance_night
 
@@ -69,23 +68,9 @@ def night(root: Path, stages: list[str], env: dict[str, str], log: Path, label: 
 def run() -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-nights-"))
     root = tmp / "repo"
-    root.mkdir()
-    for name in COPIED:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / name)
+    copy_project(root)
     _git_dvc_init(root)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(root),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "TF_USE_LEGACY_KERAS": "1",
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns.db'}",
-        "MLFLOW_ARTIFACT_ROOT": (tmp / "mlartifacts").as_uri(),
-    }
+    env = stage_env(root, tmp)
     stages = list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
     params, log = root / "params.yaml", tmp / "dvc.log"
     load0 = os.getloadavg()
