@@ -29,11 +29,10 @@ def main() -> None:
     chosen_path = stage_paths("benchmark").data / CHOSEN
     chosen = read_chosen(chosen_path)
     x, y, _ = load_split("test")
-    x_new, y_new, _, _ = load_new_images()  # since the split's last run: the drift check
     paths = stage_paths(STAGE)
     with stage_run(STAGE, p.to_dict()) as mlflow:
         attach_reports(mlflow, paths.reports.parent, chosen_path)
-        record = register_chosen(mlflow, chosen, x, y, load_classes(), new=(x_new, y_new), p=p)
+        record = register_chosen(mlflow, chosen, x, y, load_classes(), new=load_new_images, p=p)
         write_decision(record, paths)
         mlflow.log_artifacts(str(paths.reports), artifact_path=f"reports/{STAGE}")
 

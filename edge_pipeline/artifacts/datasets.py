@@ -183,9 +183,15 @@ def load_split_rows(
         raise ValueError(f"split {name!r} is not one of {list(SPLITS)}")
     table, labels_path = read_split_table(params_path=params_path)
     table = table[table["split"] == name]  # keeps split.csv's row numbers for error messages
-    classes = load_classes(params_path=params_path)
+    return _table_rows(table, labels_path, params_path=params_path)
+
+
+def _table_rows(
+    table: pd.DataFrame, labels_path: Path, *, params_path: Path | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows into `load_images()`, y, ids) of a part of `read_split_table`'s table."""
     source = f"{stage_paths('split', params_path).data / SPLIT} (labels: {labels_path})"
-    y = encode_labels(table["label"], classes, source=source)
+    y = encode_labels(table["label"], load_classes(params_path=params_path), source=source)
     rows = rows_of(table["id"], load_manifest(params_path=params_path), source=source)
     return rows, y, table["id"].to_numpy(dtype=str)
 
@@ -244,11 +250,9 @@ def load_new_images(
     previous = read_split_assignment(stage_paths("split", params_path).data / PREVIOUS_SPLIT)
     if previous is not None:
         table = table[~table["id"].isin(previous["id"])]
-    source = f"{stage_paths('split', params_path).data / SPLIT} (labels: {labels_path})"
-    y = encode_labels(table["label"], load_classes(params_path=params_path), source=source)
-    rows = rows_of(table["id"], load_manifest(params_path=params_path), source=source)
+    rows, y, ids = _table_rows(table, labels_path, params_path=params_path)
     x = np.asarray(load_images(params_path=params_path)[rows])
-    return x, y, table["id"].to_numpy(dtype=str), table["split"].to_numpy(dtype=str)
+    return x, y, ids, table["split"].to_numpy(dtype=str)
 
 
 def load_train(

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -239,11 +240,12 @@ def champion_drift(
 
 def register_chosen(
     mlflow: Any, chosen: dict[str, Any], x: np.ndarray, y: np.ndarray, classes: list[str], *,
-    new: tuple[np.ndarray, np.ndarray], p: Register,
+    new: Callable[[], tuple[np.ndarray, ...]], p: Register,
 ) -> dict[str, Any]:  # fmt: skip
     """Register the chosen model (if any) in the active run, score it and the current champion on
     the test images x (N, H, W, C) uint8 / labels y (N,), decide on `champion`, log the outcome.
-    The champion is also scored on tonight's new images `new` = (x (M, H, W, C), y (M,)) (drift).
+    The champion is also scored on tonight's new images: `new()` returns (x (M, H, W, C), y (M,),
+    ...) (artifacts.datasets.load_new_images), called only when there is a champion.
 
     Returns the metrics/register.json record (edge_pipeline/registry/decision_report.py:record).
     """
@@ -281,7 +283,8 @@ def register_chosen(
     drift = None
     if previous is not None:
         today = scores["champion"]["accuracy"] if "champion" in scores else None
-        drift = champion_drift(previous, *new, classes, today=today, p=p)
+        x_new, y_new, *_ = new()
+        drift = champion_drift(previous, x_new, y_new, classes, today=today, p=p)
         log.log(logging.WARNING if drift["alert"] else logging.INFO, "%s", drift["reason"])
         if drift["alert"]:
             reasons = [r for r in (decision.alert_reason, drift["reason"]) if r]
