@@ -15,6 +15,10 @@ DEFAULT_BLOCKS: list[Block] = [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2)]
 # shuffle (each train row once an epoch) | balanced (class-balanced draws, seeded, as many an
 # epoch as there are real train rows): `edge_pipeline.student.kd_training.draw_rows`
 Sampler = Literal["shuffle", "balanced"]
+# how much the stem shrinks the image before the first block: x1 | x1/2 | x1/4 (a stride-2 conv,
+# then a stride-2 3x3 max-pool, as ResNet's ImageNet stem); `auto` resolves per image size
+# (edge_pipeline.student.model.resolve_stem)
+Stem = Literal["auto", "full", "stride2", "stride4"]
 
 
 class WarmStudent(Section):
@@ -35,6 +39,9 @@ class Distill(Section):
     width: float = Field(1.0, gt=0, le=4)
     # MobileNetV2 inverted-residual stages: [expansion, channels, repeats, stride 1 or 2]
     blocks: list[Block] = Field(default_factory=lambda: list(DEFAULT_BLOCKS), min_length=1)
+    # auto: the smallest shrink that leaves the first block at most 32 px on a side (16 and 28 px
+    # -> full, 48-64 -> stride2, 96+ -> stride4): MACs grow with the area the blocks see
+    stem: Stem = "auto"
     stem_channels: int = Field(16, ge=1, le=1024)  # filters of the 3x3 stem conv
     head_channels: int = Field(128, ge=1, le=4096)  # 1x1 conv before global pooling
     dropout: float = Field(0.1, ge=0, le=0.95)  # before the logits layer

@@ -31,8 +31,8 @@ def architecture(p: Distill, d: dict[str, Any]) -> dict[str, Any]:
     """`build_student` keywords for the images (H, W, C) and K classes of the fit sets `d`."""
     return student_config(
         d["x_train"].shape[1:], len(d["classes"]), width=p.width, blocks=p.blocks,
-        stem_channels=p.stem_channels, head_channels=p.head_channels, dropout=p.dropout,
-        seed=p.seed,
+        stem=p.stem, stem_channels=p.stem_channels, head_channels=p.head_channels,
+        dropout=p.dropout, seed=p.seed,
     )  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 
 Layout (NHWC input of float32 pixels x / 255, output K logits, no softmax):
 
-    input -> stem_conv 3x3 -> stem_bn -> stem_relu
+    input -> stem_conv 3x3 -> stem_bn -> stem_relu [-> stem_pool 3x3 max, stride 2]
           -> blocks b0..bN-1 (inverted residuals, below)
           -> head_conv 1x1 -> head_bn -> head_relu -> pool (global average) -> dropout -> logits
 
@@ -14,10 +14,16 @@ Block `b{i}` (MobileNetV2, Sandler et al. 2018):
     b{i}_add = input + output                                    (stride 1 and same channels)
 
 `blocks` lists stages as `[expansion, channels, repeats, stride]`; the stride applies to the first
-repeat. Every layer is one that both `prune_low_magnitude` and `quantize_apply` (default 8-bit and
+repeat. The stem shrinks the image x1 (`full`: stride-1 conv), x1/2 (`stride2`) or x1/4
+(`stride4`: stride-2 conv, then `stem_pool`); `auto` (`resolve_stem`) picks the smallest shrink
+that leaves the first block at most `MAX_BLOCK_PX` on a side, so a 96 px student costs what a
+24 px one does instead of 36x the 16 px demo's MACs.
+
+Every layer is one that both `prune_low_magnitude` and `quantize_apply` (default 8-bit and
 prune-preserving schemes) accept: Conv2D / DepthwiseConv2D without bias followed by BatchNorm and
-ReLU(max_value=6), so TF-MOT folds each into one INT8 op. There is no Rescaling/Normalization layer
-(quantize_apply rejects both): inputs are already in [0, 1] and `stem_conv_bn` normalises the stem.
+ReLU(max_value=6), so TF-MOT folds each into one INT8 op, and MaxPooling2D (no weights). There is
+no Rescaling/Normalization layer (quantize_apply rejects both): inputs are already in [0, 1] and
+`stem_conv_bn` normalises the stem.
 
 Rebuilding thinner models (channel pruning): `nominal_channels(...)` returns the filter count of
 every Conv2D by layer name (`stem_conv`, `b{i}_expand`, `b{i}_project`, `head_conv`). Pass a
@@ -43,6 +49,19 @@ _D = Distill()
 # Keras' 0.99 leaves the moving statistics far from the batch ones after the few hundred steps a
 # small data set gives, so validation in inference mode lags training; 0.9 settles in ~50 steps.
 BN_MOMENTUM = 0.9
+MAX_BLOCK_PX = 32  # `stem: auto`: the first block sees at most this many pixels on a side
+_SHRINK = {"full": 1, "stride2": 2, "stride4": 4}
+
+
+def resolve_stem(stem: str, image_size: Sequence[int]) -> str:
+    """`stem` itself, or for `auto` the smallest shrink of `_SHRINK` that leaves the shorter side
+    of (H, W) at most `MAX_BLOCK_PX` (the largest, stride4, when none does)."""
+    if stem == "auto":
+        fits = [s for s, f in _SHRINK.items() if min(image_size[:2]) / f <= MAX_BLOCK_PX]
+        return fits[0] if fits else "stride4"
+    if stem not in _SHRINK:
+        raise ValueError(f"stem={stem!r}: expected auto or one of {sorted(_SHRINK)}")
+    return stem
 
 
 def _divisible(value: float, divisor: int = 8) -> int:
@@ -91,13 +110,15 @@ def student_config(
     *,
     width: float = _D.width,
     blocks: Sequence[Sequence[int]] = tuple(_D.blocks),
+    stem: str = _D.stem,
     stem_channels: int = _D.stem_channels,
     head_channels: int = _D.head_channels,
     dropout: float = _D.dropout,
     seed: int = _D.seed,
     channels: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-able kwargs of `build_student` (lists, not tuples), with channels made explicit."""
+    """The JSON-able kwargs of `build_student` (lists, not tuples), with channels made explicit and
+    `stem` resolved for `input_shape` (a config saved before `stem` existed rebuilds as `auto`)."""
     chans = nominal_channels(
         width=width, blocks=blocks, stem_channels=stem_channels, head_channels=head_channels
     )
@@ -110,6 +131,7 @@ def student_config(
         "n_classes": int(n_classes),
         "width": float(width),
         "blocks": [[int(v) for v in b] for b in blocks],
+        "stem": resolve_stem(stem, input_shape),
         "stem_channels": int(stem_channels),
         "head_channels": int(head_channels),
         "dropout": float(dropout),
@@ -124,6 +146,7 @@ def build_student(
     *,
     width: float = _D.width,
     blocks: Sequence[Sequence[int]] = tuple(_D.blocks),
+    stem: str = _D.stem,
     stem_channels: int = _D.stem_channels,
     head_channels: int = _D.head_channels,
     dropout: float = _D.dropout,
@@ -137,6 +160,7 @@ def build_student(
         n_classes: K, the number of logits.
         width: width multiplier on every stem/block channel count (rounded to multiples of 8).
         blocks: stages as [expansion, channels, repeats, stride].
+        stem: auto | full | stride2 | stride4, the image's shrink before the blocks.
         stem_channels, head_channels: filters of the stem and of the 1x1 head conv.
         dropout: rate before the logits layer.
         seed: seeds every initializer, so one seed gives one set of initial weights.
@@ -149,7 +173,7 @@ def build_student(
     from tf_keras import layers
 
     cfg = student_config(
-        input_shape, n_classes, width=width, blocks=blocks, stem_channels=stem_channels,
+        input_shape, n_classes, width=width, blocks=blocks, stem=stem, stem_channels=stem_channels,
         head_channels=head_channels, dropout=dropout, seed=seed, channels=channels,
     )  # fmt: skip
     chans = cfg["channels"]
@@ -171,7 +195,10 @@ def build_student(
         width=width, blocks=blocks, stem_channels=stem_channels, head_channels=head_channels
     )
     inputs = layers.Input(shape=tuple(cfg["input_shape"]), name="input")
-    x = conv_bn(inputs, "stem_conv", chans["stem_conv"], kernel=3)
+    shrink = _SHRINK[cfg["stem"]]
+    x = conv_bn(inputs, "stem_conv", chans["stem_conv"], kernel=3, stride=min(shrink, 2))
+    if shrink == 4:
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for i, (t, _, stride) in enumerate(_block_plan(cfg["blocks"])):
         c_in = x.shape[-1]
         h = conv_bn(x, f"b{i}_expand", chans[f"b{i}_expand"]) if t != 1 else x

@@ -14,6 +14,7 @@ from edge_pipeline.student.model import (  # noqa: E402
     build_student,
     count_macs,
     nominal_channels,
+    resolve_stem,
     student_config,
 )
 
@@ -135,3 +136,44 @@ def test_tfmot_prunes_and_quantizes_the_student():
     assert tfmot.quantization.keras.quantize_model(model).output_shape == (None, 10)
     x = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
     assert qat(x, training=False).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("size", "stem"),
+    [((16, 16), "full"), ((28, 28), "full"), ((32, 32), "full"), ((48, 48), "stride2"),
+     ((64, 64), "stride2"), ((96, 96), "stride4"), ((224, 224), "stride4"), ((96, 28), "full")],
+)  # fmt: skip
+def test_auto_stem_leaves_the_first_block_at_most_32_px(size, stem):
+    assert resolve_stem("auto", size) == stem
+    assert resolve_stem("stride2", size) == "stride2"  # an explicit stem is kept
+
+
+def test_stride4_stem_shrinks_the_image_before_the_blocks():
+    config = student_config((96, 96, 3), 4, stem="auto")
+    assert config["stem"] == "stride4"  # resolved, so meta.json rebuilds the same model
+    model = build_student(**json.loads(json.dumps(config)))
+    assert model.get_layer("stem_conv").output.shape[1:3] == (48, 48)
+    assert model.get_layer("stem_pool").output.shape[1:3] == (24, 24)
+    # Same weights as the stride-1 model, a 16th of the MACs (every layer sees 1/16 of the area).
+    full = build_student((96, 96, 3), 4, stem="full")
+    assert model.count_params() == full.count_params()
+    assert count_macs(model) < count_macs(full) / 12
+    with pytest.raises(ValueError, match="stem='x8'"):
+        build_student((96, 96, 3), 4, stem="x8")
+
+
+def test_stride4_student_prunes_quantizes_and_converts_to_int8_tflite():
+    import tensorflow_model_optimization as tfmot
+
+    from edge_pipeline.compression.tflite import litert_logits, to_tflite
+
+    model = build_student((64, 64, 3), 3, stem="stride4")
+    stripped = tfmot.sparsity.keras.strip_pruning(tfmot.sparsity.keras.prune_low_magnitude(model))
+    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    qat = tfmot.quantization.keras.quantize_apply(
+        tfmot.quantization.keras.quantize_annotate_model(stripped), scheme
+    )
+    x = np.random.default_rng(0).random((8, 64, 64, 3), dtype=np.float32)
+    tflite = to_tflite(qat, representative=x)
+    out = litert_logits(tflite, x)
+    assert out.shape == (8, 3) and np.isfinite(out).all()
