@@ -45,34 +45,18 @@ def case_workspace(case: str, *, n_new: int, new_classes: int, seed: int = 0) ->
     import shutil
     import tempfile
 
-    import pandas as pd
-
     from benchmarks.bench_flow import run_stage, scratch_repo, stage_env
+    from benchmarks.cases import hold_back_night2
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-continual-{case}-"))
     repo = scratch_repo(tmp / "repo", case, {})
-    src = repo / "cases" / case
-    truth = pd.read_csv(src / "truth.csv")
-    annotations = pd.read_csv(src / "annotations.csv")
-    rng = np.random.default_rng(seed)
-    good = truth[truth["flaw"] != "label_noise"]  # any image of the chosen classes
-    counts = good["label"].value_counts()
-    classes = rng.choice(counts.index[counts >= 100], size=new_classes, replace=False)
-    pool = good[good["label"].isin(classes)]["image"].to_numpy()
-    later = set(rng.choice(pool, size=min(n_new, len(pool)), replace=False))
-    hold = tmp / "night2"
-    for name in later:
-        (hold / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src / name, hold / name)
-    annotations[~annotations["image"].isin(later)].to_csv(src / "annotations.csv", index=False)
-    truth[~truth["image"].isin(later)].to_csv(src / "truth.csv", index=False)
+    bring_back = hold_back_night2(
+        repo, case, tmp / "night2", n_new=n_new, new_classes=new_classes, seed=seed
+    )
     env = stage_env(repo, tmp)
-    print(f"night 2 brings {len(later)} images of classes {sorted(map(int, classes))}", flush=True)
     for night in (1, 2):
         if night == 2:
-            shutil.copytree(hold, src, dirs_exist_ok=True)
-            annotations.to_csv(src / "annotations.csv", index=False)
-            truth.to_csv(src / "truth.csv", index=False)
+            bring_back()
         for stage in DATA_STAGES:
             wall, _, code = run_stage(repo, stage, env, tmp / "dvc.log")
             if code:

@@ -1,20 +1,26 @@
-"""Night 2 warm-started from the champion against night 1 from scratch, on the demo (issue 12).
+"""Night 2 warm-started from the champion against night 1 from scratch (issue 12).
 
-Target: the night-2 run with `train.init` and `distill.init` = champion takes at most half the wall
-time of night 1 (every stage, prune and qat included), its teacher and student train in at most
-half the time, and it reaches the from-scratch night-2 accuracy within 0.5 point.
+Target: the night-2 run with `train.init`, `distill.init` and `prune.init` = champion takes at
+most half the wall time of night 1 (every stage, prune and qat included), its teacher and student
+train in at most half the time, and it reaches the from-scratch night-2 accuracy within 0.5 point.
 
 A scratch git + DVC copy of this repository with its own MLflow store runs every dvc.yaml stage
 with `dvc repro -s <stage>` (the flow adds ~6 s of orchestration a run, benchmarks/
-bench_orchestration.py): night 1 (`demo.night: 1`, scratch, its model becomes the champion), then
-night 2 (`make night`'s `advance_night`) warm-started from that champion, then night 2 again from
-scratch (train .. register) for the accuracy comparison. Prints per-stage seconds, the ratios and
-the accuracies; the load average before and after (the ratio is measured in one run).
-Run: `make bench BENCH=nights` (opt-in: about 10 minutes on 2 idle cores).
+bench_orchestration.py): night 1 (scratch, its model becomes the champion), then night 2
+warm-started from that champion, then night 2 again from scratch (train .. register) for the
+accuracy comparison. Prints per-stage seconds, the ratios and the accuracies; the load average
+before and after (the ratio is measured in one run).
+
+Nights: the demo's (`demo.night` 1, then `make night`'s `advance_night`), or with
+`--case gray28|rgb96` a generated real-size case (benchmarks/cases.py) whose night 2 brings
+`--new` images of `--new-classes` classes (`cases.hold_back_night2`, as bench_continual.py).
+Run: `make bench BENCH=nights` (opt-in: about 10 minutes on 2 idle cores), or
+`python -m benchmarks.bench_nights --case gray28` (about 25 minutes).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -25,8 +31,9 @@ from typing import Any
 
 import yaml
 
-from benchmarks.bench_flow import copy_project, run_stage, stage_env
+from benchmarks.bench_flow import copy_project, run_stage, scratch_repo, stage_env
 from benchmarks.bench_orchestration import _git_dvc_init
+from benchmarks.cases import hold_back_night2
 from edge_pipeline.quality.demo_nights import advance_night
 
 TARGET_WALL = 0.5  # night 2 (warm) / night 1
@@ -36,7 +43,7 @@ TRAINING = ("train", "distill")
 
 def set_init(params: Path, init: str) -> None:
     spec = yaml.safe_load(params.read_text())
-    spec["train"]["init"] = spec["distill"]["init"] = init
+    spec["train"]["init"] = spec["distill"]["init"] = spec["prune"]["init"] = init
     params.write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
@@ -52,6 +59,7 @@ def night(root: Path, stages: list[str], env: dict[str, str], log: Path, label: 
     metrics = {s: json.loads((root / "metrics" / f"{s}.json").read_text())
                for s in ("train", "benchmark", "register")}  # fmt: skip
     bench = json.loads((root / "data" / "benchmark" / "chosen.json").read_text())["model"]
+    bench = bench or {"id": None, "accuracy": float("nan")}  # no candidate passed the gates
     out["teacher_accuracy"] = round(metrics["train"]["test_accuracy"], 4)
     out["chosen"] = bench["id"]
     out["chosen_accuracy"] = round(bench["accuracy"], 4)
@@ -65,19 +73,31 @@ def night(root: Path, stages: list[str], env: dict[str, str], log: Path, label: 
     return out
 
 
-def run() -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-nights-"))
+def run(case: str | None = None, *, n_new: int = 600, new_classes: int = 3) -> dict[str, Any]:
+    """The three nights on the demo (`case` None) or on generated case `case`; the figures."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-nights-{case or 'demo'}-"))
     root = tmp / "repo"
-    copy_project(root)
-    _git_dvc_init(root)
+    if case is None:
+        copy_project(root)
+        _git_dvc_init(root)
+    else:
+        scratch_repo(root, case, {})
+        bring_back = hold_back_night2(
+            root, case, tmp / "night2", n_new=n_new, new_classes=new_classes
+        )
     env = stage_env(root, tmp)
     stages = list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    if case is not None:
+        stages.remove("demo")
     params, log = root / "params.yaml", tmp / "dvc.log"
     load0 = os.getloadavg()
-    print(f"load average {load0}; log {log}", flush=True)
+    print(f"{case or 'demo'}: load average {load0}; log {log}", flush=True)
     start = time.perf_counter()
     one = night(root, stages, env, log, "night 1, scratch")
-    advance_night(params)
+    if case is None:
+        advance_night(params)
+    else:
+        bring_back()
     set_init(params, "champion")
     warm = night(root, stages, env, log, "night 2, warm start from the champion")
     set_init(params, "scratch")
@@ -86,7 +106,7 @@ def run() -> dict[str, Any]:
     training = sum(warm[s] for s in TRAINING) / sum(one[s] for s in TRAINING)
     gaps = {k: round((cold[k] - warm[k]) * 100, 2) for k in ("teacher_accuracy", "chosen_accuracy")}
     figures = {
-        "night1": one, "night2_warm": warm, "night2_scratch": cold,
+        "case": case or "demo", "night1": one, "night2_warm": warm, "night2_scratch": cold,
         "wall_ratio": round(ratio, 3), "train_distill_ratio": round(training, 3),
         "scratch_minus_warm_pts": gaps, "load_before": load0, "load_after": os.getloadavg(),
         "bench_s": round(time.perf_counter() - start, 1),
@@ -98,9 +118,14 @@ def run() -> dict[str, Any]:
         f"{gaps['teacher_accuracy']:+.2f} pts, chosen {gaps['chosen_accuracy']:+.2f} pts (target "
         f"<= {TARGET_ACC_PTS}); load average {load0} -> {figures['load_after']}"
     )
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)  # the log stays: per-epoch times, warnings
     return figures
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=["gray28", "rgb96"], default=None)
+    ap.add_argument("--new", type=int, default=600, help="images night 2 brings (--case)")
+    ap.add_argument("--new-classes", type=int, default=3, help="of this many classes (--case)")
+    args = ap.parse_args()
+    print(json.dumps(run(args.case, n_new=args.new, new_classes=args.new_classes), indent=2))

@@ -18,6 +18,7 @@ Run: `python -m benchmarks.cases gray28 /tmp/gray28`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,38 @@ def linear_probe(name: str, **overrides: Any) -> float:
     x = x.reshape(len(x), -1) / 255.0
     xa, xb, ya, yb = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
     return float(LogisticRegression(max_iter=300).fit(xa, ya).score(xb, yb))
+
+
+def hold_back_night2(
+    repo: Path, case: str, hold: Path, *, n_new: int, new_classes: int, seed: int = 0
+) -> Callable[[], None]:
+    """Move `n_new` images of `new_classes` random classes of case `case` (inside `repo`) and
+    their label rows out to `hold`, so that the data stages see night 1; returns the call that
+    brings them back (night 2: the whole case)."""
+    import shutil
+
+    src = repo / "cases" / case
+    truth = pd.read_csv(src / "truth.csv")
+    annotations = pd.read_csv(src / "annotations.csv")
+    rng = np.random.default_rng(seed)
+    good = truth[truth["flaw"] != "label_noise"]  # any image of the chosen classes
+    counts = good["label"].value_counts()
+    classes = rng.choice(counts.index[counts >= 100], size=new_classes, replace=False)
+    pool = good[good["label"].isin(classes)]["image"].to_numpy()
+    later = set(rng.choice(pool, size=min(n_new, len(pool)), replace=False))
+    for name in later:
+        (hold / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(src / name, hold / name)
+    annotations[~annotations["image"].isin(later)].to_csv(src / "annotations.csv", index=False)
+    truth[~truth["image"].isin(later)].to_csv(src / "truth.csv", index=False)
+    print(f"night 2 brings {len(later)} images of classes {sorted(map(int, classes))}", flush=True)
+
+    def bring_back() -> None:
+        shutil.copytree(hold, src, dirs_exist_ok=True)
+        annotations.to_csv(src / "annotations.csv", index=False)
+        truth.to_csv(src / "truth.csv", index=False)
+
+    return bring_back
 
 
 if __name__ == "__main__":

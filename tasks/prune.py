@@ -15,7 +15,7 @@ import time
 from edge_pipeline.artifacts.catalog import META, STUDENT, STUDENT_PRUNED, stage_paths
 from edge_pipeline.config import load_section
 from edge_pipeline.core.entry import run_stage
-from edge_pipeline.core.io import atomic_path, write_json
+from edge_pipeline.core.io import atomic_path, read_json, write_json
 from edge_pipeline.core.logs import setup_logging
 from edge_pipeline.student.kd_data import load_kd_sets
 
@@ -29,20 +29,29 @@ def main() -> None:
     d = load_kd_sets()
 
     from edge_pipeline.compression import prune_outputs as out
+    from edge_pipeline.compression import warm_prune
     from edge_pipeline.compression.model_facts import load_keras
     from edge_pipeline.compression.pruning import prune_student
+    from edge_pipeline.core.lineage import RUN_ID_KEY
     from edge_pipeline.core.tracking import flatten, stage_run
 
     src = stage_paths("distill").data / STUDENT
     student = load_keras(src)
+    distill_meta = src.parent / META
+    config = read_json(distill_meta).get("student_config") if distill_meta.exists() else None
+    model_name = load_section("register").model_name
+    begin, begin_meta, source = warm_prune.load_start(p, config, d["classes"],
+                                                      model_name=model_name)  # fmt: skip
     start = time.perf_counter()
     with stage_run(STAGE, p.to_dict()) as mlflow:
         before = out.model_summary(student, src, d["x_test"], d["y_test"])
         pruned, report = prune_student(
             student, d["x_train"], d["y_train"], d["teacher_train"], x_val=d["x_val"],
             y_val=d["y_val"], x_check=d["x_test"], y_check=d["y_test"], options=p,
-            real_rows=int((~d["synthetic"]).sum()),
+            real_rows=int((~d["synthetic"]).sum()), start=begin, start_meta=begin_meta,
         )  # fmt: skip
+        source = source if report["warm"] else None
+        mlflow.set_tags(source.tags() if source else {"init_from": "scratch"})
         dst = paths.data / STUDENT_PRUNED
         with atomic_path(dst) as tmp:
             pruned.save(tmp)
@@ -50,13 +59,21 @@ def main() -> None:
         metrics = out.prune_metrics(
             before, after, report, options=p, seconds=time.perf_counter() - start
         )
-        write_json(paths.data / META, out.prune_meta(report, pruned, src))
+        metrics["init_from"] = source.how if source else "scratch"
+        lineage = {
+            "init_from": metrics["init_from"], "init_from_run_id": source and source.run_id,
+            RUN_ID_KEY: mlflow.active_run().info.run_id,
+        }  # fmt: skip
+        meta = out.prune_meta(report, pruned, src, options=p, classes=d["classes"],
+                              lineage=lineage)  # fmt: skip
+        write_json(paths.data / META, meta)
         write_json(paths.metrics, metrics)
         out.write_prune_plots(report, paths.plots)
         mlflow.log_metrics(
             {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float)}
         )
         mlflow.log_artifacts(str(paths.plots), artifact_path="plots")
+        warm_prune.log_start_model(mlflow, paths.data)
     after = metrics["pruned"]
     log.info(
         "pruned: %d -> %d params, %d -> %d MACs, sparsity %.1f%%, test accuracy %.4f -> %.4f",

@@ -48,15 +48,22 @@ def prune_metrics(
         "params_ratio": round(before["params"] / after["params"], 3),
         "accuracy_drop_pts": round(100 * (before["accuracy"] - after["accuracy"]), 2),
         # train rows of one pass (a recovery epoch; the ramp epoch is ramp_epochs passes)
-        "rows_per_epoch": report["ramp"]["rows_per_epoch"] // max(1, options.ramp_epochs),
+        "rows_per_epoch": report["ramp"]["rows_per_epoch"] // max(1, report["ramp_passes"]),
         "seconds": round(seconds, 1),
     }
 
 
-def prune_meta(report: dict[str, Any], pruned: Any, src: Path) -> dict[str, Any]:
-    """meta.json: what was removed and zeroed; `student_config` rebuilds the thinner model."""
+def prune_meta(
+    report: dict[str, Any], pruned: Any, src: Path, *, options: Prune, classes: list[str],
+    lineage: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """meta.json: what was removed and zeroed; `student_config` rebuilds the thinner model;
+    `classes`, `recipe` and the lineage (where it started, its own MLflow run) serve warm starts."""
     meta: dict[str, Any] = {
         "source": str(src),
+        **lineage,
+        "classes": [str(c) for c in classes],
+        "recipe": options.recipe(),
         "channels": report["channels"],
         "conv_channels": mf.conv_channels(pruned),
         "agreement_before_finetune": report["agreement_before_finetune"],

@@ -7,6 +7,11 @@
 2. Sparsity (sparsity.py): TF-MOT `prune_low_magnitude` to `target_sparsity` over the ramp,
    fine-tuned with the distillation loss against the teacher logits, wrappers stripped, and the
    sparsity reached asserted per layer (within `sparsity_tolerance`).
+
+A warm start (`start`, compression/warm_prune.py: the champion's pruned model) replaces step 1: it
+already has its channels removed and its zeros, so step 2 runs one ramp pass and at most
+`warm.epochs` of recovery at `warm.lr`. If it agrees with tonight's student on fewer check images
+than `min_agreement`, tonight's student is pruned from scratch instead (logged).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ def prune_student(
     y_check: np.ndarray | None = None,
     options: Prune,
     real_rows: int | None = None,
+    start: Any | None = None,
+    start_meta: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Channel-prune then sparsify `model` (module docstring), fine-tuning with distillation.
 
@@ -46,11 +53,13 @@ def prune_student(
         options: params.yaml `prune` (`epochs` = recovery epochs at constant sparsity).
         real_rows: the non-synthetic train rows: what a pass of `prune.sampler: balanced` draws
             (None = N).
+        start, start_meta: a pruned model to fine-tune instead (warm start) and its meta.json.
 
     Returns:
-        (stripped pruned model, report: "channels", "agreement_before_finetune",
-         "channel_pruned" (facts), and `prune_and_finetune`'s "plan", "expected", "layers",
-         "overall_sparsity", "ramp", "recovery").
+        (stripped pruned model, report: "warm" (whether `start` was fine-tuned), "channels",
+         "agreement_before_finetune", "channel_pruned" (facts), "ramp_passes", and
+         `prune_and_finetune`'s "plan", "expected", "layers", "overall_sparsity", "ramp",
+         "recovery").
 
     Raises:
         ValueError: agreement below `min_agreement`; SparsityShortfall: target not reached.
@@ -59,13 +68,23 @@ def prune_student(
     from edge_pipeline.compression.sparsity import prune_and_finetune
 
     o = options
-    calib = mf.calibration_sample(x_train, o.calib_samples, seed=o.seed)
-    thin, channels = channel_prune(
-        model, fraction=o.channel_fraction, x_calib=calib, exclude=o.exclude,
-        scope=o.channel_scope, seed=o.seed,
-    )  # fmt: skip
     x_float = x_check.astype(np.float32) / 255.0
-    agreement = mf.prediction_agreement(model, thin, x_float)
+    warm = start is not None and start_meta is not None
+    if warm:
+        thin, channels = start, start_meta["channels"]
+        agreement = mf.prediction_agreement(model, thin, x_float)
+        if agreement < o.min_agreement:
+            log.warning("the warm start agrees with tonight's student on %.1f%% of %d images "
+                        "(prune.min_agreement=%s): pruning tonight's student instead",
+                        100 * agreement, len(x_check), o.min_agreement)  # fmt: skip
+            warm = False
+    if not warm:
+        calib = mf.calibration_sample(x_train, o.calib_samples, seed=o.seed)
+        thin, channels = channel_prune(
+            model, fraction=o.channel_fraction, x_calib=calib, exclude=o.exclude,
+            scope=o.channel_scope, seed=o.seed,
+        )  # fmt: skip
+        agreement = mf.prediction_agreement(model, thin, x_float)
     thin_facts = {**mf.keras_facts(thin), "agreement_before_finetune": round(agreement, 4)}
     if y_check is not None:
         pred = thin.predict(x_float, verbose=0).argmax(axis=1)
@@ -79,16 +98,21 @@ def prune_student(
         )
     fit = o.fit_options()
     recovery_epochs = fit.pop("epochs")
+    if warm:  # nothing left to ramp: one pass re-applies the masks, then a short recovery
+        recovery_epochs, fit["lr"] = o.warm.epochs, o.warm.lr
+    ramp_passes = 1 if warm else o.ramp_epochs
     pruned, info = prune_and_finetune(
         thin, x_train, y_train, teacher_logits, target=o.target_sparsity,
-        ramp_epochs=o.ramp_epochs, recovery_epochs=recovery_epochs, frequency=o.frequency,
+        ramp_epochs=ramp_passes, recovery_epochs=recovery_epochs, frequency=o.frequency,
         block_size=o.block_size, m_by_n=o.sparsity_m_by_n, exclude=o.exclude,
         tolerance=o.sparsity_tolerance, x_val=x_val, y_val=y_val,
         n_classes=int(teacher_logits.shape[1]), num_samples=real_rows, **fit,
     )  # fmt: skip
     return pruned, {
+        "warm": warm,
         "channels": channels,
         "agreement_before_finetune": agreement,
         "channel_pruned": thin_facts,
+        "ramp_passes": ramp_passes,
         **info,
     }

@@ -12,6 +12,7 @@ from pydantic import Field, PositiveInt
 
 from edge_pipeline.config.base import Augment, Section
 from edge_pipeline.config.student import Sampler
+from edge_pipeline.config.teacher import Init
 
 
 class FineTune(Section):
@@ -36,6 +37,14 @@ class FineTune(Section):
         fit: dict[str, Any] = {k: getattr(self, k) for k in keys}
         fit["augment"] = self.augment.to_dict() if self.augment is not None else None
         return fit
+
+
+class WarmPrune(Section):
+    """The fine-tuning budget of a pruned model warm-started from the champion's (or last run's)."""
+
+    # recovery epochs after one ramp pass (upper bound; `patience` still applies)
+    epochs: int = Field(5, ge=0, le=1000)
+    lr: float = Field(0.0005, gt=0, le=1)  # Adam, cosine-decayed
 
 
 class Prune(FineTune):
@@ -66,6 +75,16 @@ class Prune(FineTune):
     lr: float = Field(0.001, gt=0, le=1)
     patience: int = Field(10, ge=1)
     exclude: list[str] = []  # layer names left whole (no channel removal, no sparsity)
+    # scratch (prune tonight's student) | champion (fine-tune the pruned model the registry's
+    # champion came from: its channels and zeros) | previous (the last prune run's)
+    init: Init = "scratch"
+    warm: WarmPrune = WarmPrune()  # epochs and lr of a warm-started pruned model
+
+    def recipe(self) -> dict[str, Any]:
+        """The options that shape the pruned model: a warm start needs the same ones."""
+        keys = ("channel_fraction", "channel_scope", "exclude", "target_sparsity", "block_size",
+                "sparsity_m_by_n")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
 
 
 class Qat(FineTune):

@@ -47,11 +47,11 @@ class Benchmark(Section):
     models_from: list[str] = Field(["train", "qat", "export"], min_length=1)
     # ORT intra_op_num_threads / LiteRT num_threads; must include 1 (gates, ratios)
     threads: list[Annotated[int, Field(ge=1)]] = Field([1, 2], min_length=1)
-    repeats: int = Field(5, ge=1)  # latency repetitions; the p50 spread across them is reported
+    repeats: int = Field(3, ge=1)  # latency repetitions; the p50 spread across them is reported
     warmup: int = Field(20, ge=1)  # batch-1 calls before timing
     iters: int = Field(200, ge=1)  # timed batch-1 calls per repetition (at least)
     # ... and enough calls to fill this many seconds: microsecond models need thousands
-    min_repeat_s: float = Field(0.5, ge=0, le=60)
+    min_repeat_s: float = Field(0.25, ge=0, le=60)
     max_iters: int = Field(20_000, ge=1)  # ... but never more calls than this per repetition
     max_p50_spread_pct: float = Field(10.0, gt=0)  # NOISY flag above this p50 spread
     batch: int = Field(32, ge=1)  # batch for accuracy and throughput

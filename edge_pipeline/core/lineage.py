@@ -1,11 +1,12 @@
-"""Model lineage in MLflow: which train/distill runs a registered version came from, and where a
-warm-started run finds the model it starts from (`train.init`, `distill.init`).
+"""Model lineage in MLflow: which train/distill/prune runs a registered version came from, and where
+a warm-started run finds the model it starts from (`train.init`, `distill.init`, `prune.init`).
 
-- A train or distill run logs what a later run needs under the artifact folder `WARM_DIR` and tags
-  itself `warm_start=true` (edge_pipeline/teacher/warm_start.py, edge_pipeline/student/
-  warm_start.py), and writes its own run id into its data/<stage>/meta.json (`RUN_ID_KEY`).
-- register tags each new model version with `train_run_id` and `distill_run_id`, read from those
-  meta.json files (`lineage_tags`): the version's lineage.
+- A train, distill or prune run logs what a later run needs under the artifact folder `WARM_DIR`
+  and tags itself `warm_start=true` (edge_pipeline/teacher/warm_start.py, edge_pipeline/student/
+  warm_start.py, edge_pipeline/compression/warm_prune.py), and writes its own run id into its
+  data/<stage>/meta.json (`RUN_ID_KEY`).
+- register tags each new model version with `<stage>_run_id` for each of `LINEAGE_STAGES`, read
+  from those meta.json files (`lineage_tags`): the version's lineage.
 - `find_source(stage, "champion")` follows the `champion` alias to that tag;
   `find_source(stage, "previous")` takes the stage's latest finished run with `WARM_DIR`. No file
   path is typed twice: the run id leads to the run's own artifacts.
@@ -26,7 +27,7 @@ from edge_pipeline.core.errors import InputError
 WARM_DIR = "warm_start"  # artifact folder of a run that a later run can start from
 WARM_TAG = "warm_start"  # run tag "true" when WARM_DIR was logged
 RUN_ID_KEY = "mlflow_run_id"  # key of data/<stage>/meta.json holding the run that wrote it
-LINEAGE_STAGES = ("train", "distill")  # version tags <stage>_run_id
+LINEAGE_STAGES = ("train", "distill", "prune")  # version tags <stage>_run_id
 log = logging.getLogger(__name__)
 
 
