@@ -43,7 +43,8 @@ def prune_metrics(
         "channel_pruned": report["channel_pruned"],
         "pruned": {**after, "sparsity": report["overall_sparsity"]},
         "target_sparsity": options.target_sparsity,
-        "channel_fraction": options.channel_fraction,
+        # the fraction removed: below prune.min_agreement the stage halves it (pruning.py)
+        "channel_fraction": report.get("channel_fraction") or options.channel_fraction,
         "macs_ratio": round(before["macs"] / after["macs"], 3),
         "params_ratio": round(before["params"] / after["params"], 3),
         "accuracy_drop_pts": round(100 * (before["accuracy"] - after["accuracy"]), 2),

@@ -56,7 +56,8 @@ class Prune(FineTune):
     channel_scope: Literal["hidden", "all"] = "hidden"
     # train images for the least-squares refit of the layers after removed channels
     calib_samples: int = Field(256, ge=1)
-    # fail if the channel-pruned model agrees with the student on fewer test images
+    # below this share of test images on which the channel-pruned model (before fine-tuning) agrees
+    # with the student, halve channel_fraction (down to 0.1; then fail)
     min_agreement: float = Field(0.5, ge=0, le=1)
     # fraction of zero weights per Conv2D/Dense kernel (TF-MOT PolynomialDecay)
     target_sparsity: float = Field(0.5, ge=0, le=0.99)

@@ -68,7 +68,7 @@ class Train(Section):
     # channel multiplier of every layer (ResNets, MobileNets); 1.0 = torchvision's network
     width: float = Field(1.0, ge=0.125, le=4)
     # upper bound; early stopping may end sooner (time: benchmarks/bench_train.py)
-    epochs: int = Field(12, ge=1, le=1000)
+    epochs: int = Field(8, ge=1, le=1000)
     batch_size: int = Field(64, ge=2, le=4096)  # 2+: BatchNorm cannot train on a batch of one
     lr: float = Field(0.002, gt=0, le=1)  # AdamW, cosine-annealed to 0 over all epochs
     weight_decay: float = Field(0.05, ge=0, le=1)

@@ -105,3 +105,30 @@ def test_bad_inputs_fail_clearly():
 
     with pytest.raises(ValueError, match="not a functional"):
         cp.find_channel_groups(Sub())
+
+
+def test_low_agreement_halves_the_fraction_then_fails_naming_the_way_out(
+    trained, data, monkeypatch
+):
+    from edge_pipeline.compression import model_facts as mf
+    from edge_pipeline.compression import pruning
+    from edge_pipeline.config.compression import Prune
+
+    x, _ = data
+    xf = x.astype(np.float32) / 255.0
+    calib = mf.calibration_sample(x, 32, seed=0)
+    agree = {
+        f: prediction_agreement(trained, cp.channel_prune(trained, fraction=f, x_calib=calib,
+                                                          seed=0)[0], xf)
+        for f in (0.8, 0.4)
+    }  # fmt: skip
+    assert agree[0.8] < agree[0.4], agree  # removing more channels costs agreement
+    options = Prune(channel_fraction=0.8, min_agreement=agree[0.4], calib_samples=32, seed=0)
+    thin, _, agreement, fraction = pruning._channel_prune(trained, x, xf, options=options)
+    assert fraction == 0.4 and agreement == agree[0.4]
+    assert thin.count_params() > cp.channel_prune(trained, fraction=0.8)[0].count_params()
+
+    monkeypatch.setattr(mf, "prediction_agreement", lambda *a, **k: 0.0)  # never good enough
+    with pytest.raises(ValueError, match=r"80%: 0.0%, 40%: 0.0%, 20%: 0.0%, 10%: 0.0%.*"
+                                         r"prune.channel_fraction: 0"):  # fmt: skip
+        pruning._channel_prune(trained, x, xf, options=options)
