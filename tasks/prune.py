@@ -65,7 +65,7 @@ def main() -> None:
             RUN_ID_KEY: mlflow.active_run().info.run_id,
         }  # fmt: skip
         meta = out.prune_meta(report, pruned, src, options=p, classes=d["classes"],
-                              lineage=lineage)  # fmt: skip
+                              lineage=lineage, student_config=config)  # fmt: skip
         write_json(paths.data / META, meta)
         write_json(paths.metrics, metrics)
         out.write_prune_plots(report, paths.plots)

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edge_pipeline.artifacts.catalog import META
 from edge_pipeline.compression import model_facts as mf
 from edge_pipeline.config.compression import Prune
-from edge_pipeline.core.io import read_json, write_csv
+from edge_pipeline.core.io import write_csv
 from edge_pipeline.core.plots import write_bar_png
 
 
@@ -56,9 +55,10 @@ def prune_metrics(
 
 def prune_meta(
     report: dict[str, Any], pruned: Any, src: Path, *, options: Prune, classes: list[str],
-    lineage: dict[str, Any],
+    lineage: dict[str, Any], student_config: dict[str, Any] | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """meta.json: what was removed and zeroed; `student_config` rebuilds the thinner model;
+    """meta.json: what was removed and zeroed; `student_config` (the distilled student's, from
+    data/distill/meta.json; None = unknown) with the pruned channels rebuilds the thinner model;
     `classes`, `recipe` and the lineage (where it started, its own MLflow run) serve warm starts."""
     meta: dict[str, Any] = {
         "source": str(src),
@@ -74,8 +74,7 @@ def prune_meta(
         "schedule": report["plan"],
         "recovery_best_epoch": (report["recovery"] or report["ramp"])["best_epoch"],
     }
-    distill_meta = src.parent / META
-    config = read_json(distill_meta).get("student_config") if distill_meta.exists() else None
+    config = student_config
     if isinstance(config, dict) and isinstance(config.get("channels"), dict):
         channels = {**config["channels"], **{k: v["after"] for k, v in report["channels"].items()}}
         meta["student_config"] = {**config, "channels": channels}
