@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
@@ -133,10 +134,27 @@ def terminate_all(grace_s: float = KILL_GRACE_S) -> None:
         _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     for proc in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+    # `dvc repro` (the group leader) can exit before its stage process has finished ending its
+    # MLflow run: wait for every member of each group, then SIGKILL what is left.
+    for proc in procs:
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(proc.pid):
             _signal_group(proc, signal.SIGKILL)
+            wait_until = time.monotonic() + 2.0
+            while _group_alive(proc.pid) and time.monotonic() < wait_until:
+                time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether process group `pgid` still has a member that is not a zombie."""
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+    return False
 
 
 def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
