@@ -8,6 +8,8 @@ tests/config/test_schema.py proves params.yaml and these defaults agree key for 
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -66,12 +68,17 @@ def params_file() -> Path:
     return Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
 
 
+@functools.lru_cache(maxsize=4)
+def _parse(text: str) -> Any:
+    # A stage reads params.yaml ~20 times (its section, every stage_paths()); parsing is ~40 ms.
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: Path | None = None) -> dict[str, Any]:
-    """The raw mapping of params.yaml (a YAML error names the file and line)."""
+    """The raw mapping of params.yaml (a YAML error names the file and line); a fresh copy."""
     path = path or params_file()
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        raw = copy.deepcopy(_parse(Path(path).read_text()))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except OSError as err:
