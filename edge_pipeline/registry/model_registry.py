@@ -19,7 +19,6 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from edge_pipeline.registry.promotion import (
     decide,
     nothing_to_register,
 )
-from edge_pipeline.registry.scoring import score_version
+from edge_pipeline.registry.scoring import score_versions
 
 ATTACHED_REPORTS = ("benchmark", "agreement", "clean")  # reports/<stage>, when present
 log = logging.getLogger(__name__)
@@ -210,12 +209,11 @@ def challenger_candidate(
 
 
 def champion_drift(
-    champion: Any, x_new: np.ndarray, y_new: np.ndarray, classes: list[str], *,
-    today: float | None, p: Register,
-) -> dict[str, Any]:  # fmt: skip
-    """The champion ModelVersion scored on tonight's new images x_new (M, H, W, C) / y_new (M,)
-    against its accuracy at promotion (tag `accuracy`; else `today`, its accuracy on today's test
-    split): edge_pipeline/registry/drift.py's figures plus `champion_version`."""
+    champion: Any, pred_new: np.ndarray, y_new: np.ndarray, *, today: float | None, p: Register
+) -> dict[str, Any]:
+    """The champion ModelVersion's predictions pred_new (M,) on tonight's new images (labels
+    y_new (M,)) against its accuracy at promotion (tag `accuracy`; else `today`, its accuracy on
+    today's test split): edge_pipeline/registry/drift.py's figures plus `champion_version`."""
     tagged = champion.tags.get("accuracy")
     if tagged is not None:
         reference, kind = float(tagged), f"at promotion (v{champion.version})"
@@ -228,12 +226,7 @@ def champion_drift(
             "champion_version": str(champion.version),
             "reason": f"champion v{champion.version} has no `accuracy` tag to compare with",
         }
-    correct = np.zeros(0, dtype=bool)
-    if len(y_new):
-        pred = score_version(p.model_name, champion.version, x_new, y_new, classes,
-                             role="champion", timeout_s=p.timeout_s)["pred"]  # fmt: skip
-        correct = pred == y_new
-    out = drift_check(correct, reference=reference, reference_kind=kind,
+    out = drift_check(pred_new == y_new, reference=reference, reference_kind=kind,
                       alert_drop_pct=p.alert_drop_pct, min_images=p.drift_min_images)  # fmt: skip
     return out | {"champion_version": str(champion.version)}
 
@@ -255,13 +248,23 @@ def register_chosen(
     previous = champion_version(client, p.model_name)
     scores: dict[str, dict[str, Any]] = {}
     test = version = None
-    if chosen["model"] is None:
+    if chosen["model"] is not None:
+        version = register_version(mlflow, client, chosen, model_name=p.model_name)
+    # every (version, images) pair of tonight in one child process: the challenger and the
+    # champion on the test split, the champion on tonight's new images (drift)
+    requests = {}
+    if version is not None:
+        requests["challenger"] = (version, x, y, "challenger")
+    if previous is not None:
+        x_new, y_new, *_ = new()
+        requests["new"] = (previous.version, x_new, y_new, "champion")
+        if version is not None:
+            requests["champion"] = (previous.version, x, y, "champion")
+    scored = score_versions(p.model_name, requests, classes, timeout_s=p.timeout_s)
+    if version is None:
         decision = nothing_to_register()
     else:
-        version = register_version(mlflow, client, chosen, model_name=p.model_name)
-        score = partial(score_version, p.model_name, x=x, y=y, classes=classes,
-                        timeout_s=p.timeout_s)  # fmt: skip
-        scores["challenger"] = score(version, role="challenger")
+        scores["challenger"] = scored["challenger"]
         if abs(scores["challenger"]["accuracy"] - chosen["model"]["accuracy"]) > 1e-9:
             log.warning(
                 "challenger v%s scores %.4f from the registry but %.4f in the benchmark: did the "
@@ -270,7 +273,7 @@ def register_chosen(
             )  # fmt: skip
         champion = None
         if previous is not None:
-            scores["champion"] = score(previous.version, role="champion")
+            scores["champion"] = scored["champion"]
             champion = Champion(str(previous.version), scores["champion"]["accuracy"])
             test = mcnemar_exact(
                 scores["champion"]["pred"] == y, scores["challenger"]["pred"] == y, alpha=p.alpha
@@ -283,8 +286,7 @@ def register_chosen(
     drift = None
     if previous is not None:
         today = scores["champion"]["accuracy"] if "champion" in scores else None
-        x_new, y_new, *_ = new()
-        drift = champion_drift(previous, x_new, y_new, classes, today=today, p=p)
+        drift = champion_drift(previous, scored["new"]["pred"], y_new, today=today, p=p)
         log.log(logging.WARNING if drift["alert"] else logging.INFO, "%s", drift["reason"])
         if drift["alert"]:
             reasons = [r for r in (decision.alert_reason, drift["reason"]) if r]
