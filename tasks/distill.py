@@ -3,9 +3,10 @@
 Reads data/ingest, data/split and data/resample through `edge_pipeline.artifacts.datasets`, the
 teacher's data/train/logits_{train,val}.npy and metrics/train.json (the teacher's test metrics).
 Trains the student twice from the same initial weights: with the distillation loss (`alpha`,
-`temperature`) and with alpha = 1 (the baseline), so the benefit of distillation is measured.
+`temperature`) and with alpha = 1 (the baseline), so the benefit of distillation is measured; a
+warm-started night trains the student only (`distill.baseline: scratch`, the default).
 Writes
-- data/distill/: student.keras, baseline.keras, meta.json ("student_config" rebuilds the
+- data/distill/: student.keras, baseline.keras (when trained), meta.json ("student_config" rebuilds the
   architecture with `edge_pipeline.student.model.build_student(**config)`), models.json;
 - reports/distill/report.md (+ PNGs), metrics/distill.json, plots/distill/ (CSVs, PNGs).
 Library: edge_pipeline/student/ (model.py, kd_training.py, kd_vs_baseline.py, outputs.py,
@@ -62,10 +63,13 @@ def main() -> None:
         outputs.log_to_mlflow(mlflow, runs, metrics, figures, paths, d["x_test"][:2])
         warm_start.log_start_model(mlflow, paths.data)
     log.info(
-        "student test macro-F1 %.4f (baseline %.4f, KD gain %+.2f pts; teacher gap %s pts); "
+        "student test macro-F1 %.4f (baseline %s, KD gain %s pts; teacher gap %s pts); "
         "%d params, %d MACs; %.1fs training",
-        metrics["test_macro_f1"], metrics["baseline_test_macro_f1"], metrics["kd_gain_pts"],
-        metrics["gap_to_teacher_pts"], params, macs, metrics["train_seconds"],
+        metrics["test_macro_f1"],
+        "not trained" if metrics["baseline_test_macro_f1"] is None
+        else f"{metrics['baseline_test_macro_f1']:.4f}",
+        metrics["kd_gain_pts"], metrics["gap_to_teacher_pts"], params, macs,
+        metrics["train_seconds"],
     )  # fmt: skip
 
 

@@ -19,6 +19,8 @@ Sampler = Literal["shuffle", "balanced"]
 # then a stride-2 3x3 max-pool, as ResNet's ImageNet stem); `auto` resolves per image size
 # (edge_pipeline.student.model.resolve_stem)
 Stem = Literal["auto", "full", "stride2", "stride4"]
+# when the alpha = 1 baseline (report only: what distillation gains) is trained
+Baseline = Literal["always", "scratch", "never"]
 
 
 class WarmStudent(Section):
@@ -63,6 +65,13 @@ class Distill(Section):
     # scratch | champion (the student the registry's champion came from) | previous (last run)
     init: Init = "scratch"
     warm: WarmStudent = WarmStudent()  # epochs and lr of a warm-started student (and baseline)
+    # always | scratch (scratch nights only: on a warm night it would double the student's
+    # fitting to re-measure KD's gain on a fine-tune) | never
+    baseline: Baseline = "scratch"
+
+    def trains_baseline(self, *, warm: bool) -> bool:
+        """Whether tonight's distill trains the alpha = 1 baseline next to the student."""
+        return self.baseline == "always" or (self.baseline == "scratch" and not warm)
 
     @model_validator(mode="after")
     def _one_balancing(self) -> Distill:

@@ -56,7 +56,8 @@ def teacher_reference(d: dict[str, Any]) -> dict[str, Any]:
 def train_pair(
     d: dict[str, Any], p: Distill, config: dict[str, Any], *, init_weights: list | None = None
 ) -> dict[str, Any]:
-    """Train the distilled student and the alpha = 1 baseline from the same initial weights.
+    """Train the distilled student and (`p.trains_baseline`) the alpha = 1 baseline from the same
+    initial weights.
 
     Args:
         d: `load_kd_sets(val_logits=True)`.
@@ -65,7 +66,7 @@ def train_pair(
             `p.warm.epochs` at `p.warm.lr`; None = build_student's seeded initialisation.
 
     Returns:
-        {"student" | "baseline": {"model", "fit" (kd.fit_distilled result), "test"
+        {"student" [, "baseline"]: {"model", "fit" (kd.fit_distilled result), "test"
         (kd.evaluate result on the test set)}}.
     """
     common = {
@@ -77,7 +78,8 @@ def train_pair(
         "sampler": p.sampler, "num_samples": int((~d["synthetic"]).sum()),
     }  # fmt: skip
     out = {}
-    for name, alpha in zip(RUNS, (p.alpha, 1.0), strict=True):
+    runs = RUNS if p.trains_baseline(warm=init_weights is not None) else RUNS[:1]
+    for name, alpha in zip(runs, (p.alpha, 1.0), strict=False):
         kd.set_determinism(p.seed)
         model = build_student(**config)
         if init_weights is not None:

@@ -1,7 +1,8 @@
 """Outputs of the distill stage: metrics, data/distill artifacts, report, plots and MLflow logging.
 
-`runs` everywhere is `kd_vs_baseline.train_pair`'s result: {"student" | "baseline": {"model",
-"fit", "test"}}, with "fit" from `kd_training.fit_distilled` and "test" from `kd_training.evaluate`.
+`runs` everywhere is `kd_vs_baseline.train_pair`'s result: {"student" [, "baseline"]: {"model",
+"fit", "test"}}, with "fit" from `kd_training.fit_distilled` and "test" from `kd_training.evaluate`;
+without a baseline (a warm night, `distill.baseline`) its figures are None.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ def build_metrics(
     runs: dict[str, Any], teacher: dict[str, Any], classes: list[str], params: int, macs: int
 ) -> dict[str, Any]:
     """metrics/distill.json: student and baseline test metrics, gaps in points, costs."""
-    s, b = runs["student"], runs["baseline"]
+    s, b = runs["student"], runs.get("baseline")
+
+    def baseline(*keys: str) -> Any:
+        return None if b is None else b[keys[0]][keys[1]]
+
     t = s["test"]
-    fits = [runs[r]["fit"] for r in RUNS]
+    fits = [run["fit"] for run in runs.values()]
     return {
         "test_accuracy": t["accuracy"],
         "test_macro_f1": t["macro_f1"],
@@ -60,18 +65,19 @@ def build_metrics(
         "teacher_val_macro_f1": teacher["val_macro_f1"],
         "gap_to_teacher_pts": _pts(teacher["test_macro_f1"], t["macro_f1"]),
         "val_gap_to_teacher_pts": _pts(teacher["val_macro_f1"], s["fit"]["best_val_macro_f1"]),
-        "baseline_test_accuracy": b["test"]["accuracy"],
-        "baseline_test_macro_f1": b["test"]["macro_f1"],
-        "kd_gain_pts": _pts(t["macro_f1"], b["test"]["macro_f1"]),
+        "baseline_trained": b is not None,
+        "baseline_test_accuracy": baseline("test", "accuracy"),
+        "baseline_test_macro_f1": baseline("test", "macro_f1"),
+        "kd_gain_pts": _pts(t["macro_f1"], baseline("test", "macro_f1")),
         "best_epoch": s["fit"]["best_epoch"],
         "epochs_run": s["fit"]["epochs_run"],
         "best_val_macro_f1": s["fit"]["best_val_macro_f1"],
-        "baseline_best_val_macro_f1": b["fit"]["best_val_macro_f1"],
-        "baseline_best_epoch": b["fit"]["best_epoch"],
-        "baseline_epochs_run": b["fit"]["epochs_run"],
+        "baseline_best_val_macro_f1": baseline("fit", "best_val_macro_f1"),
+        "baseline_best_epoch": baseline("fit", "best_epoch"),
+        "baseline_epochs_run": baseline("fit", "epochs_run"),
         "train_seconds": round(sum(f["train_seconds"] for f in fits), 2),
         "student_train_seconds": round(s["fit"]["train_seconds"], 2),
-        "baseline_train_seconds": round(b["fit"]["train_seconds"], 2),
+        "baseline_train_seconds": None if b is None else round(b["fit"]["train_seconds"], 2),
         "train_images_per_s": round(s["fit"]["images_per_s"], 1),
         "train_rows_per_epoch": s["fit"]["rows_per_epoch"],
     }
@@ -87,7 +93,8 @@ def write_models(
     *,
     lineage: dict[str, Any] | None = None,
 ) -> None:
-    """data/distill/: student.keras, baseline.keras, meta.json and models.json, all or nothing.
+    """data/distill/: student.keras, baseline.keras (if trained), meta.json and models.json, all
+    or nothing.
 
     `lineage` (init_from, the run id: edge_pipeline/student/warm_start.py) goes into meta.json."""
     import tensorflow as tf
@@ -96,8 +103,8 @@ def write_models(
     source = read_json(teacher_models)[0]["name"] if teacher_models.exists() else None
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for name in RUNS:
-            runs[name]["model"].save(tmp / FILES[name])
+        for name, run in runs.items():
+            run["model"].save(tmp / FILES[name])
         write_json(
             tmp / META,
             {
@@ -163,7 +170,7 @@ def write_outputs(
     """plots/distill/ (CSVs + PNGs), reports/distill/ (report.md + PNGs), metrics/distill.json."""
     classes = d["classes"]
     pred = runs["student"]["test"]["pred"]
-    tables = {name: history_table(runs[name]["fit"]) for name in RUNS}
+    tables = {name: history_table(run["fit"]) for name, run in runs.items()}
     figures = {
         "confusion_matrix.png": confusion_figure(
             d["y_test"], pred, classes, title="Distilled student, test set"
@@ -198,6 +205,21 @@ def render_report(
     def fmt(v: float | None, spec: str = ".4f") -> str:
         return "unknown" if v is None else format(v, spec)
 
+    if not m["baseline_trained"]:
+        kd_line = (
+            "- Distillation gain: not measured tonight (a warm start; "
+            "`distill.baseline: scratch` trains the alpha = 1 baseline on scratch nights)."
+        )
+        baseline_s = ""
+    else:
+        kd_line = (
+            "- Distillation gain over the same student trained on labels only: "
+            f"**{fmt(m['kd_gain_pts'], '+.2f')}** macro-F1 points."
+        )
+        baseline_s = (
+            f" ({m['student_train_seconds']:.1f} s distilled, "
+            f"{m['baseline_train_seconds']:.1f} s baseline)"
+        )
     rows = pd.DataFrame(
         {
             "test accuracy": [m["test_accuracy"], m["baseline_test_accuracy"],
@@ -219,15 +241,17 @@ def render_report(
         f"- Test macro-F1 **{m['test_macro_f1']:.4f}** (accuracy {m['test_accuracy']:.4f}) on "
         f"{m['n_test']} images; gap to the teacher **{fmt(m['gap_to_teacher_pts'], '+.2f')}** "
         f"points (target <= 1.5; val gap {fmt(m['val_gap_to_teacher_pts'], '+.2f')}).",
-        f"- Distillation gain over the same student trained on labels only: "
-        f"**{fmt(m['kd_gain_pts'], '+.2f')}** macro-F1 points.",
+        kd_line,
         f"- Model: {m['params']:,} parameters ({m['int8_bytes'] / 1e6:.3f} MB as INT8; the "
         f"benchmark stage gates the real file sizes), {m['macs']:,} MACs per image.",
-        f"- Training: {m['train_seconds']:.1f} s for both runs ({m['student_train_seconds']:.1f} s "
-        f"distilled, {m['baseline_train_seconds']:.1f} s baseline; validation included), "
+        f"- Training: {m['train_seconds']:.1f} s{baseline_s}, validation included; "
         f"{m['train_images_per_s']:.0f} images/s, {m['threads']} threads; best epoch "
-        f"{m['best_epoch']} of {m['epochs_run']} (baseline {m['baseline_best_epoch']} of "
-        f"{m['baseline_epochs_run']}).",
+        f"{m['best_epoch']} of {m['epochs_run']}"
+        + (
+            f" (baseline {m['baseline_best_epoch']} of {m['baseline_epochs_run']})."
+            if m["baseline_trained"]
+            else "."
+        ),
         "",
         rows.to_markdown(floatfmt=".4f", missingval="unknown"),
         "",
@@ -262,9 +286,9 @@ def log_to_mlflow(
     import tf_keras
     from mlflow.models import infer_signature
 
-    for name in RUNS:
+    for name, run in runs.items():
         prefix = "" if name == "student" else f"{name}/"
-        for row in history_table(runs[name]["fit"]).to_dict("records"):
+        for row in history_table(run["fit"]).to_dict("records"):
             mlflow.log_metrics(
                 {
                     f"{prefix}train/loss": row["train_loss"],

@@ -190,3 +190,24 @@ def test_metrics_and_report_compare_student_baseline_and_teacher():
     assert "gap to the teacher **unknown**" in distill_report.render_report(
         unknown, tables, ["a", "b"]
     )
+
+
+def test_a_warm_night_skips_the_baseline_and_says_so():
+    from edge_pipeline.config.student import Distill
+    from edge_pipeline.student import outputs as distill_report
+
+    assert Distill().trains_baseline(warm=False) and not Distill().trains_baseline(warm=True)
+    assert Distill(baseline="always").trains_baseline(warm=True)
+    assert not Distill(baseline="never").trains_baseline(warm=False)
+
+    runs = {"student": _run(0.9012, 0.88)}
+    teacher = {"test_macro_f1": 0.95, "val_macro_f1": 0.9, "test_accuracy": 0.96}
+    m = distill_report.build_metrics(runs, teacher, ["a", "b"], params=1000, macs=5000) | {
+        "threads": 2
+    }
+    assert not m["baseline_trained"] and m["kd_gain_pts"] is None
+    assert m["baseline_test_macro_f1"] is None and m["train_seconds"] == 1.0
+    tables = {name: distill_report.history_table(run["fit"]) for name, run in runs.items()}
+    report = distill_report.render_report(m, tables, ["a", "b"])
+    assert "Distillation gain: not measured tonight" in report
+    assert "## Epochs: baseline" not in report and "best epoch 2 of 3." in report

@@ -67,6 +67,7 @@ def test_previous_student_warm_starts_the_next_night(prepared_workspace):
     distill.main()
     meta1 = json.loads((root / "data" / "distill" / "meta.json").read_text())
     assert meta1["init_from"] == "scratch" and meta1["mlflow_run_id"]
+    assert (root / "data" / "distill" / "baseline.keras").exists()  # scratch: KD's gain measured
 
     shutil.rmtree(root / "data" / "train")
     info = prepared_workspace(n_classes=3, per_class=15, params={"distill": cfg})
@@ -74,6 +75,10 @@ def test_previous_student_warm_starts_the_next_night(prepared_workspace):
     distill.main()
     meta2 = json.loads((root / "data" / "distill" / "meta.json").read_text())
     assert meta2["init_from"] == "previous run"
+    # warm: the student only (distill.baseline: scratch), and the outputs say so
+    assert not (root / "data" / "distill" / "baseline.keras").exists()
+    metrics = json.loads((root / "metrics" / "distill.json").read_text())
+    assert metrics["baseline_trained"] is False and metrics["kd_gain_pts"] is None
     assert meta2["init_from_run_id"] == meta1["mlflow_run_id"]
     run = mlflow.get_run(meta2["mlflow_run_id"])
     assert run.data.tags["init_from_run_id"] == meta1["mlflow_run_id"]
