@@ -67,24 +67,31 @@ def scratch_repo(root: Path, case: str, overrides: dict[str, Any]) -> Path:
     copy_project(root)
     info = make_case(case, root / "cases" / case)
     print(f"case {case}: {json.dumps(info)}", flush=True)
-    params = yaml.safe_load((root / "params.yaml").read_text())
     size = CASES[case].size
-    params["ingest"].update(
-        source=f"cases/{case}",
-        annotations="annotations.csv",
-        truth="truth.csv",
-        image_size=[size, size],
-        channels=CASES[case].channels,
-    )
+    set_params(root / "params.yaml", {
+        "ingest.source": f"cases/{case}", "ingest.annotations": "annotations.csv",
+        "ingest.truth": "truth.csv", "ingest.image_size": [size, size],
+        "ingest.channels": CASES[case].channels, **overrides,
+    })  # fmt: skip
+    _git_dvc_init(root)
+    return root
+
+
+def set_params(path: Path, overrides: dict[str, Any]) -> None:
+    """Set dotted keys of the params file at `path` (`{"train.warm.epochs": 5}`)."""
+    params = yaml.safe_load(path.read_text())
     for dotted, value in overrides.items():
         *parents, key = dotted.split(".")
         node = params
         for part in parents:
             node = node[part]
         node[key] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _git_dvc_init(root)
-    return root
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """`"train.epochs=1 resample.method=none"` -> {"train.epochs": 1, ...} (values read as YAML)."""
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in text.split())}
 
 
 def _watch(proc: subprocess.Popen, peak: list[int], stop: threading.Event) -> None:
@@ -179,10 +186,7 @@ def holdout_scores(root: Path, case: str, *, per_class: int = 200) -> dict[str, 
 def run() -> dict[str, Any]:
     case = os.environ.get("BENCH_FLOW_CASE", "gray28")
     until = os.environ.get("BENCH_FLOW_UNTIL")
-    overrides = {
-        k: yaml.safe_load(v)
-        for k, v in (item.split("=", 1) for item in os.environ.get("BENCH_FLOW_SET", "").split())
-    }
+    overrides = parse_overrides(os.environ.get("BENCH_FLOW_SET", ""))
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-flow-{case}-"))
     root = scratch_repo(tmp / "repo", case, overrides)
     env = stage_env(root, tmp)

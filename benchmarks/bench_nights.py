@@ -15,7 +15,8 @@ Nights: the demo's (`demo.night` 1, then `make night`'s `advance_night`), or wit
 `--case gray28|rgb96` a generated real-size case (benchmarks/cases.py) whose night 2 brings
 `--new` images of `--new-classes` classes (`cases.hold_back_night2`, as bench_continual.py).
 Run: `make bench BENCH=nights` (opt-in: about 10 minutes on 2 idle cores), or
-`python -m benchmarks.bench_nights --case gray28` (about 25 minutes).
+`python -m benchmarks.bench_nights --case gray28` (about 16 minutes); `--set "K=V ..."` sets params
+of every night (e.g. a warm budget: `--set "train.warm.epochs=5"`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from typing import Any
 
 import yaml
 
-from benchmarks.bench_flow import copy_project, run_stage, scratch_repo, stage_env
+from benchmarks.bench_flow import (
+    copy_project,
+    parse_overrides,
+    run_stage,
+    scratch_repo,
+    set_params,
+    stage_env,
+)
 from benchmarks.bench_orchestration import _git_dvc_init
 from benchmarks.cases import hold_back_night2
 from edge_pipeline.quality.demo_nights import advance_night
@@ -73,15 +81,23 @@ def night(root: Path, stages: list[str], env: dict[str, str], log: Path, label: 
     return out
 
 
-def run(case: str | None = None, *, n_new: int = 600, new_classes: int = 3) -> dict[str, Any]:
-    """The three nights on the demo (`case` None) or on generated case `case`; the figures."""
+def run(
+    case: str | None = None,
+    *,
+    n_new: int = 600,
+    new_classes: int = 3,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The three nights on the demo (`case` None) or on generated case `case`, with params
+    `overrides` ({"train.warm.epochs": 5}) on every night; the figures."""
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-nights-{case or 'demo'}-"))
     root = tmp / "repo"
     if case is None:
         copy_project(root)
+        set_params(root / "params.yaml", overrides or {})
         _git_dvc_init(root)
     else:
-        scratch_repo(root, case, {})
+        scratch_repo(root, case, overrides or {})
         bring_back = hold_back_night2(
             root, case, tmp / "night2", n_new=n_new, new_classes=new_classes
         )
@@ -91,7 +107,8 @@ def run(case: str | None = None, *, n_new: int = 600, new_classes: int = 3) -> d
         stages.remove("demo")
     params, log = root / "params.yaml", tmp / "dvc.log"
     load0 = os.getloadavg()
-    print(f"{case or 'demo'}: load average {load0}; log {log}", flush=True)
+    print(f"{case or 'demo'}: overrides {overrides or {}}; load average {load0}; log {log}",
+          flush=True)  # fmt: skip
     start = time.perf_counter()
     one = night(root, stages, env, log, "night 1, scratch")
     if case is None:
@@ -106,7 +123,8 @@ def run(case: str | None = None, *, n_new: int = 600, new_classes: int = 3) -> d
     training = sum(warm[s] for s in TRAINING) / sum(one[s] for s in TRAINING)
     gaps = {k: round((cold[k] - warm[k]) * 100, 2) for k in ("teacher_accuracy", "chosen_accuracy")}
     figures = {
-        "case": case or "demo", "night1": one, "night2_warm": warm, "night2_scratch": cold,
+        "case": case or "demo", "overrides": overrides or {}, "night1": one,
+        "night2_warm": warm, "night2_scratch": cold,
         "wall_ratio": round(ratio, 3), "train_distill_ratio": round(training, 3),
         "scratch_minus_warm_pts": gaps, "load_before": load0, "load_after": os.getloadavg(),
         "bench_s": round(time.perf_counter() - start, 1),
@@ -127,5 +145,13 @@ if __name__ == "__main__":
     ap.add_argument("--case", choices=["gray28", "rgb96"], default=None)
     ap.add_argument("--new", type=int, default=600, help="images night 2 brings (--case)")
     ap.add_argument("--new-classes", type=int, default=3, help="of this many classes (--case)")
+    ap.add_argument(
+        "--set",
+        default="",
+        metavar='"K=V ..."',
+        help='params of every night, e.g. "train.warm.epochs=5 train.warm.lr=0.001"',
+    )
     args = ap.parse_args()
-    print(json.dumps(run(args.case, n_new=args.new, new_classes=args.new_classes), indent=2))
+    figures = run(args.case, n_new=args.new, new_classes=args.new_classes,
+                  overrides=parse_overrides(args.set))  # fmt: skip
+    print(json.dumps(figures, indent=2))
