@@ -79,6 +79,8 @@ def test_previous_student_warm_starts_the_next_night(prepared_workspace):
     assert not (root / "data" / "distill" / "baseline.keras").exists()
     metrics = json.loads((root / "metrics" / "distill.json").read_text())
     assert metrics["baseline_trained"] is False and metrics["kd_gain_pts"] is None
+    history = (root / "plots" / "distill" / "history_baseline.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 1  # dvc.yaml's plot: no epochs
     assert meta2["init_from_run_id"] == meta1["mlflow_run_id"]
     run = mlflow.get_run(meta2["mlflow_run_id"])
     assert run.data.tags["init_from_run_id"] == meta1["mlflow_run_id"]
