@@ -6,8 +6,9 @@ Trains the student twice from the same initial weights: with the distillation lo
 `temperature`) and with alpha = 1 (the baseline), so the benefit of distillation is measured; a
 warm-started night trains the student only (`distill.baseline: scratch`, the default).
 Writes
-- data/distill/: student.keras, baseline.keras (when trained), meta.json ("student_config" rebuilds the
-  architecture with `edge_pipeline.student.model.build_student(**config)`), models.json;
+- data/distill/: student.keras, baseline.keras (when trained), meta.json ("student_config"
+  rebuilds the architecture with `edge_pipeline.student.model.build_student(**config)`),
+  models.json;
 - reports/distill/report.md (+ PNGs), metrics/distill.json, plots/distill/ (CSVs, PNGs).
 Library: edge_pipeline/student/ (model.py, kd_training.py, kd_vs_baseline.py, outputs.py,
 warm_start.py `distill.init` and the `warm_start/` artifacts a later night starts from).

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import Any
@@ -58,9 +59,15 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = getattr(tf, io_dtype)
         converter.inference_output_type = getattr(tf, io_dtype)
-    with warnings.catch_warnings():  # TF warns for every QAT model; the input is quantised anyway
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        return converter.convert()
+    absl = logging.getLogger("absl")  # "Using new converter: ... please file a bug" per model
+    level = absl.level
+    absl.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():  # TF warns for every QAT model; the input is quantised
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return converter.convert()
+    finally:
+        absl.setLevel(level)
 
 
 def litert_logits(model: bytes, x: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
