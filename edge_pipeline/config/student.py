@@ -26,7 +26,7 @@ Baseline = Literal["always", "scratch", "never"]
 class WarmStudent(Section):
     """The fine-tuning budget of a warm-started student (instead of `epochs` and `lr`)."""
 
-    epochs: int = Field(10, ge=1, le=1000)  # upper bound; early stopping (`patience`) still applies
+    epochs: int = Field(20, ge=1, le=1000)  # upper bound; early stopping (`patience`) still applies
     lr: float = Field(0.001, gt=0, le=1)  # Adam, cosine-decayed to 0
 
 
