@@ -76,9 +76,10 @@ class Prune(FineTune):
     lr: float = Field(0.001, gt=0, le=1)
     patience: int = Field(10, ge=1)
     exclude: list[str] = []  # layer names left whole (no channel removal, no sparsity)
-    # scratch (prune tonight's student) | champion (fine-tune the pruned model the registry's
-    # champion came from: its channels and zeros) | previous (the last prune run's)
-    init: Init = "scratch"
+    # champion (fine-tune the pruned model the registry's champion came from: its channels and
+    # zeros; first night: scratch) | previous (the last prune run's) | scratch (prune tonight's
+    # student)
+    init: Init = "champion"
     warm: WarmPrune = WarmPrune()  # epochs and lr of a warm-started pruned model
 
     def recipe(self) -> dict[str, Any]:

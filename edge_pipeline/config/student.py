@@ -62,8 +62,9 @@ class Distill(Section):
     augment: Augment = Augment()
     # TensorFlow CPU threads; null = TensorFlow's default (all cores)
     threads: int | None = Field(None, ge=1, le=256)
-    # scratch | champion (the student the registry's champion came from) | previous (last run)
-    init: Init = "scratch"
+    # champion (the student the registry's champion came from; first night: scratch) | previous
+    # (last run) | scratch
+    init: Init = "champion"
     warm: WarmStudent = WarmStudent()  # epochs and lr of a warm-started student (and baseline)
     # always | scratch (scratch nights only: on a warm night it would double the student's
     # fitting to re-measure KD's gain on a fine-tune) | never

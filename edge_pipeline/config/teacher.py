@@ -91,8 +91,9 @@ class Train(Section):
     onnx_opset: int = Field(18, ge=18, le=23)  # teacher.onnx (torch.export-based exporter, 18+)
     # fail the stage unless teacher.onnx picks torch's class on at least this share of test images
     onnx_min_top1_agreement: float = Field(1.0, ge=0, le=1)
-    # scratch | champion (registry champion; first night: scratch, with a warning) | previous
-    init: Init = "scratch"
+    # champion (fine-tune the registry champion's teacher; first night: scratch, with a warning) |
+    # previous (the last run's) | scratch (a pure function of the data and params)
+    init: Init = "champion"
     warm: Warm = Warm()  # epochs and lr of a warm-started run
     # all | N: train on the images first seen in the last N nights (of the start model's lineage)
     data_window: Literal["all"] | PositiveInt = "all"

@@ -29,7 +29,7 @@ def _section(tmp_path, cfg) -> Train:
     ("cfg", "pattern"),
     [
         ({"init": "best"}, r"train\.init"),
-        ({"ewc": {"strength": 10.0}}, "need a start model"),
+        ({"init": "scratch", "ewc": {"strength": 10.0}}, "need a start model"),
         ({"init": "champion", "data_window": 0}, r"train\.data_window"),
         ({"init": "champion", "replay": {"size": 10}}, "replay.size"),
         ({"init": "champion", "warm": {"epoch": 2}}, "did you mean epochs"),
