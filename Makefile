@@ -35,7 +35,7 @@ demo: setup ## Set up, run the retrain flow (every stage) on the demo data, prin
 	$(BIN)/python -m flows.retrain
 	$(BIN)/python -m flows.summary
 
-night: setup ## Play the next demo night (demo.night + 1: new images, ratings, reviews), run the flow
+night: setup ## Play the next demo night (demo.night + 1: new images, ratings, reviews), run the flow from the champion
 	$(BIN)/python -m edge_pipeline.quality.demo_nights
 	$(BIN)/python -m flows.retrain
 	$(BIN)/python -m flows.summary
