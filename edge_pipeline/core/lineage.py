@@ -28,6 +28,9 @@ WARM_DIR = "warm_start"  # artifact folder of a run that a later run can start f
 WARM_TAG = "warm_start"  # run tag "true" when WARM_DIR was logged
 RUN_ID_KEY = "mlflow_run_id"  # key of data/<stage>/meta.json holding the run that wrote it
 LINEAGE_STAGES = ("train", "distill", "prune")  # version tags <stage>_run_id
+# A start model knowing fewer than this share of tonight's classes learnt another task (another
+# data set registered under the same model name): a warm budget would not train its mostly new head.
+MIN_KNOWN_CLASSES = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +47,15 @@ class Source:
         """MLflow tags of the run that starts from this source."""
         tags = {"init_from": self.how, "init_from_run_id": self.run_id}
         return tags | ({"init_from_version": self.version} if self.version else {})
+
+
+def another_task(old: list[str], new: list[str]) -> str:
+    """Why a start model trained on the classes `old` must not be fine-tuned on `new` ("" = it may):
+    it knows fewer than `MIN_KNOWN_CLASSES` of them."""
+    known = len(set(map(str, old)) & set(map(str, new)))
+    if known < MIN_KNOWN_CLASSES * len(new):
+        return f"it knows {known} of tonight's {len(new)} classes (another data set?)"
+    return ""
 
 
 def lineage_tags(meta_paths: dict[str, Path]) -> dict[str, str]:

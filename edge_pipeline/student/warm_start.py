@@ -22,7 +22,14 @@ import numpy as np
 from edge_pipeline.artifacts.catalog import META, STUDENT
 from edge_pipeline.config.student import Distill
 from edge_pipeline.core.io import read_json
-from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source
+from edge_pipeline.core.lineage import (
+    WARM_DIR,
+    WARM_TAG,
+    Source,
+    another_task,
+    download,
+    find_source,
+)
 
 log = logging.getLogger("tasks.distill")
 HEAD = "logits"  # name of the student's classifier layer (edge_pipeline/student/model.py)
@@ -76,9 +83,10 @@ def load_start(
         meta = read_json(folder / META)
         theirs = {k: v for k, v in meta["student_config"].items() if k != "n_classes"}
         ours = {k: v for k, v in config.items() if k != "n_classes"}
-        if theirs != ours:
-            log.warning("distill.init=%s: %s (run %s) has another architecture: scratch",
-                        p.init, source.how, source.run_id)  # fmt: skip
+        why = "it has another architecture" if theirs != ours else ""
+        if why := why or another_task(meta["classes"], classes):
+            log.warning("distill.init=%s: %s (run %s) cannot be loaded (%s): scratch",
+                        p.init, source.how, source.run_id, why)  # fmt: skip
             return None, None
         old = tf_keras.models.load_model(folder / STUDENT, compile=False)
     old_classes = [str(c) for c in meta["classes"]]

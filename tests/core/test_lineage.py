@@ -12,6 +12,7 @@ from edge_pipeline.core.lineage import (
     WARM_DIR,
     WARM_TAG,
     Source,
+    another_task,
     download,
     find_source,
     lineage_tags,
@@ -65,3 +66,11 @@ def test_a_source_without_artifacts_names_the_fix(tmp_path):
         run_id = mlflow.active_run().info.run_id
     with pytest.raises(InputError, match="train.init to scratch"):
         download(Source("train", run_id, "previous run"), tmp_path)
+
+
+def test_a_start_model_must_know_half_of_tonights_classes():
+    assert another_task(["0", "1"], ["0", "1", "2"]) == ""  # a new class arrives: warm
+    assert another_task(["0", "1", "2"], ["0"]) == ""  # classes removed: warm
+    assert another_task(["0", "1", "9"], ["0", "1", "2", "3"]) == ""  # half known
+    assert "knows 1 of tonight's 3 classes" in another_task(["0", "cat"], ["0", "1", "2"])
+    assert "another data set" in another_task([0, 1], ["cat", "dog"])

@@ -130,6 +130,25 @@ def test_first_night_of_champion_falls_back_to_scratch_with_a_warning(caplog):
     assert start is None and "starts from scratch" in caplog.text
 
 
+def test_a_start_model_of_another_data_set_is_not_fine_tuned(tmp_path, caplog):
+    """The same image shape and architecture, but it knows 1 of tonight's 3 classes: scratch."""
+    from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG
+    from edge_pipeline.core.tracking import stage_run
+
+    p = Train(init="previous")
+    meta = {"classes": ["cat", "dog", "0"], "arch": p.arch, "in_channels": 1,
+            "image_size": [16, 16]}  # fmt: skip
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with stage_run("train") as mlflow:
+        mlflow.log_artifact(str(tmp_path / "meta.json"), WARM_DIR)
+        mlflow.set_tag(WARM_TAG, "true")
+    with caplog.at_level(logging.WARNING):
+        start = warm_start.load_start(p, classes=["0", "1", "2"], image_shape=(16, 16, 1),
+                                      model_name="m")  # fmt: skip
+    assert start is None
+    assert "knows 1 of tonight's 3 classes" in caplog.text and "scratch" in caplog.text
+
+
 @pytest.mark.slow
 def test_previous_night_warm_starts_grows_the_head_and_records_its_source(prepared_workspace):
     """Night 1 (no previous run: scratch), then night 2 with a new class starting from it."""
