@@ -122,6 +122,21 @@ def data_lines(m: dict[str, dict[str, Any]]) -> list[str]:
     return [f"- {name}: {'-' if v is None else v}" for name, v in rows]
 
 
+WARM_STAGES = {"train": "teacher", "distill": "student", "prune": "pruned model"}
+
+
+def start_line(m: dict[str, dict[str, Any]]) -> str | None:
+    """Where tonight's weights started (metrics `init_from`): 'champion v1 (teacher, student,
+    pruned model)', or each model's own source when they differ; None when no model trained."""
+    froms = {name: m[st]["init_from"] for st, name in WARM_STAGES.items()
+             if m.get(st, {}).get("init_from")}  # fmt: skip
+    if not froms:
+        return None
+    if len(set(froms.values())) == 1:
+        return f"{next(iter(froms.values()))} ({', '.join(froms)})"
+    return ", ".join(f"{name}: {how}" for name, how in froms.items())
+
+
 def model_rows(m: dict[str, dict[str, Any]], chosen: str | None) -> list[dict[str, Any]]:
     """One row per model: benchmark figures when the benchmark ran, else the test figures of
     train / distill (size and latency unknown then)."""
@@ -198,6 +213,8 @@ def markdown(s: dict[str, Any]) -> str:
     lines += ["## Data", "", *data_lines(m), ""]
     rows = model_rows(m, chosen)
     lines += ["## Models (test split)", ""]
+    if start := start_line(m):
+        lines += [f"Weights started from: {start}.", ""]
     if rows:
         lines += [
             "| model | accuracy | macro-F1 | size MB | p95 ms (1 thread) | gates |",

@@ -86,8 +86,9 @@ def load_start(
     model = build_student(**config)
     old_classes = [str(c) for c in meta["classes"]]
     model.set_weights(initial_weights(model, old, old_classes=old_classes, classes=classes))
-    log.info("prune.init=%s: fine-tuning the pruned model of %s (run %s)",
-             p.init, source.how, source.run_id)  # fmt: skip
+    log.info("prune.init=%s: fine-tuning the pruned model of %s (run %s) for prune.warm (at most "
+             "%d epochs at lr %g)", p.init, source.how, source.run_id, p.warm.epochs,
+             p.warm.lr)  # fmt: skip
     return model, meta, source
 
 

@@ -97,7 +97,9 @@ def load_start(
     if added or removed:
         log.warning("classes changed since %s: added %s, removed %s (columns dropped)",
                     source.how, added, removed)  # fmt: skip
-    log.info("distill.init=%s: starting from %s (run %s)", p.init, source.how, source.run_id)
+    log.info("distill.init=%s: starting from %s (run %s); fine-tuning for distill.warm (%d epochs "
+             "at lr %g; distill.epochs and distill.lr are for scratch nights)", p.init, source.how,
+             source.run_id, p.warm.epochs, p.warm.lr)  # fmt: skip
     return weights, source
 
 

@@ -133,8 +133,9 @@ def load_start(p: Train, *, classes: list[str], image_shape: tuple[int, int, int
         log.warning("classes changed since %s: added %s (new head rows), removed %s (rows "
                     "dropped: no longer predicted)", source.how, change["added"],
                     change["removed"])  # fmt: skip
-    log.info("train.init=%s: starting from %s (run %s, night %s)", p.init, source.how,
-             source.run_id, meta.get("night", 1))  # fmt: skip
+    log.info("train.init=%s: starting from %s (run %s, night %s); fine-tuning for train.warm "
+             "(%d epochs at lr %g; train.epochs and train.lr are for scratch nights)", p.init,
+             source.how, source.run_id, meta.get("night", 1), p.warm.epochs, p.warm.lr)  # fmt: skip
     return StartModel(source, state, int(meta.get("night", 1)), change, fisher, first_seen)
 
 

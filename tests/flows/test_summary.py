@@ -81,6 +81,18 @@ def test_full_run_page_has_every_section_with_rounded_numbers(tmp_path: Path) ->
     assert not re.search(r"\d\.\d{5,}", page), re.findall(r"\S*\d\.\d{5,}\S*", page)
 
 
+def test_the_page_says_where_tonights_weights_started(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    page = markdown(build(root))
+    assert "Weights started from: scratch (teacher, student, pruned model)." in page  # night 1
+    for stage, how in (("train", "champion v4"), ("distill", "champion v4"), ("prune", "scratch")):
+        path = root / f"metrics/{stage}.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"init_from": how}))
+    page = markdown(build(root))
+    assert "Weights started from: teacher: champion v4, student: champion v4, pruned model: " \
+        "scratch." in page  # fmt: skip
+
+
 def test_a_run_that_stopped_early_still_gets_its_page(tmp_path: Path) -> None:
     s = build(workspace(tmp_path, ("demo", "ingest", "agreement")))
     page = markdown(s)
