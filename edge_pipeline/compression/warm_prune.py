@@ -26,14 +26,7 @@ from typing import Any
 from edge_pipeline.artifacts.catalog import META, STUDENT_PRUNED
 from edge_pipeline.config.compression import Prune
 from edge_pipeline.core.io import read_json
-from edge_pipeline.core.lineage import (
-    WARM_DIR,
-    WARM_TAG,
-    Source,
-    another_task,
-    download,
-    find_source,
-)
+from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source, unrelated
 
 log = logging.getLogger("tasks.prune")
 VARIABLE = ("channels", "n_classes")  # student_config keys a warm start may change
@@ -76,7 +69,7 @@ def load_start(
     with tempfile.TemporaryDirectory() as tmp:
         folder = download(source, Path(tmp))
         meta = read_json(folder / META)
-        problem = start_problem(meta, p, student_config) or another_task(meta["classes"], classes)
+        problem = start_problem(meta, p, student_config) or unrelated(meta["classes"], classes)
         if problem:
             log.warning("prune.init=%s: %s (run %s): %s; pruning tonight's student instead",
                         p.init, source.how, source.run_id, problem)  # fmt: skip

@@ -49,7 +49,7 @@ class Source:
         return tags | ({"init_from_version": self.version} if self.version else {})
 
 
-def another_task(old: list[str], new: list[str]) -> str:
+def unrelated(old: list[str], new: list[str]) -> str:
     """Why a start model trained on the classes `old` must not be fine-tuned on `new` ("" = it may):
     it knows fewer than `MIN_KNOWN_CLASSES` of them."""
     known = len(set(map(str, old)) & set(map(str, new)))

@@ -22,14 +22,7 @@ import numpy as np
 from edge_pipeline.artifacts.catalog import META, STUDENT
 from edge_pipeline.config.student import Distill
 from edge_pipeline.core.io import read_json
-from edge_pipeline.core.lineage import (
-    WARM_DIR,
-    WARM_TAG,
-    Source,
-    another_task,
-    download,
-    find_source,
-)
+from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source, unrelated
 
 log = logging.getLogger("tasks.distill")
 HEAD = "logits"  # name of the student's classifier layer (edge_pipeline/student/model.py)
@@ -84,7 +77,7 @@ def load_start(
         theirs = {k: v for k, v in meta["student_config"].items() if k != "n_classes"}
         ours = {k: v for k, v in config.items() if k != "n_classes"}
         why = "it has another architecture" if theirs != ours else ""
-        if why := why or another_task(meta["classes"], classes):
+        if why := why or unrelated(meta["classes"], classes):
             log.warning("distill.init=%s: %s (run %s) cannot be loaded (%s): scratch",
                         p.init, source.how, source.run_id, why)  # fmt: skip
             return None, None

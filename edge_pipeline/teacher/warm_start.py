@@ -30,14 +30,7 @@ from torch import nn
 from edge_pipeline.artifacts.catalog import META, TEACHER_STATE
 from edge_pipeline.config.teacher import Train
 from edge_pipeline.core.io import read_json
-from edge_pipeline.core.lineage import (
-    WARM_DIR,
-    WARM_TAG,
-    Source,
-    another_task,
-    download,
-    find_source,
-)
+from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source, unrelated
 from edge_pipeline.teacher import ewc, replay
 
 FISHER = "fisher.pt"  # name -> float32 diagonal Fisher, in WARM_DIR
@@ -115,7 +108,7 @@ def load_start(p: Train, *, classes: list[str], image_shape: tuple[int, int, int
     with tempfile.TemporaryDirectory() as tmp:
         folder = download(source, Path(tmp))
         meta = read_json(folder / META)
-        if why := _compatible(p, meta, image_shape) or another_task(meta["classes"], classes):
+        if why := _compatible(p, meta, image_shape) or unrelated(meta["classes"], classes):
             log.warning("train.init=%s: %s (run %s) cannot be loaded (%s): scratch", p.init,
                         source.how, source.run_id, why)  # fmt: skip
             return None

@@ -12,10 +12,10 @@ from edge_pipeline.core.lineage import (
     WARM_DIR,
     WARM_TAG,
     Source,
-    another_task,
     download,
     find_source,
     lineage_tags,
+    unrelated,
 )
 from edge_pipeline.core.tracking import configure, stage_run
 
@@ -69,8 +69,8 @@ def test_a_source_without_artifacts_names_the_fix(tmp_path):
 
 
 def test_a_start_model_must_know_half_of_tonights_classes():
-    assert another_task(["0", "1"], ["0", "1", "2"]) == ""  # a new class arrives: warm
-    assert another_task(["0", "1", "2"], ["0"]) == ""  # classes removed: warm
-    assert another_task(["0", "1", "9"], ["0", "1", "2", "3"]) == ""  # half known
-    assert "knows 1 of tonight's 3 classes" in another_task(["0", "cat"], ["0", "1", "2"])
-    assert "another data set" in another_task([0, 1], ["cat", "dog"])
+    assert unrelated(["0", "1"], ["0", "1", "2"]) == ""  # a new class arrives: warm
+    assert unrelated(["0", "1", "2"], ["0"]) == ""  # classes removed: warm
+    assert unrelated(["0", "1", "9"], ["0", "1", "2", "3"]) == ""  # half known
+    assert "knows 1 of tonight's 3 classes" in unrelated(["0", "cat"], ["0", "1", "2"])
+    assert "another data set" in unrelated([0, 1], ["cat", "dog"])
