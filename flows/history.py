@@ -22,11 +22,14 @@ import pandas as pd
 from edge_pipeline.artifacts.catalog import NIGHTS, stage_paths
 from edge_pipeline.core.errors import InputError
 from edge_pipeline.core.io import atomic_path, write_csv
+from flows.summary import start_line
 
 HISTORY_COLUMNS = [
     "night", "date", "test_accuracy", "new_images_accuracy", "kappa", "model", "p95_ms",
-    "outcome", "run_key",
+    "outcome", "started_from", "run_key",
 ]  # fmt: skip
+# columns added after histories existed: an older nights.csv gets them empty instead of an error
+LATER_COLUMNS = ("started_from",)
 
 
 def history_paths(root: Path) -> tuple[Path, Path]:
@@ -41,7 +44,8 @@ def tonight_row(summary: dict[str, Any], *, night: int, today: dt.date) -> dict[
     """Tonight's row from `run_summary.build`'s summary (None where a stage did not run).
 
     test_accuracy: the chosen model's (benchmark), else the student's (distill) test accuracy;
-    new_images_accuracy: metrics/register.json `new_images.accuracy` when register reports it.
+    new_images_accuracy: metrics/register.json `new_images.accuracy` when register reports it;
+    started_from: where tonight's weights started (`flows.summary.start_line`).
     """
     m = summary["metrics"]
     bench = m.get("benchmark", {})
@@ -59,6 +63,7 @@ def tonight_row(summary: dict[str, Any], *, night: int, today: dt.date) -> dict[
         "model": model or "",
         "p95_ms": _round(figures.get("p95_ms_1t")),
         "outcome": reg.get("outcome", ""),
+        "started_from": start_line(m) or "",
         "run_key": key,
     }
 
@@ -76,6 +81,9 @@ def read_history(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         fix = "fix or delete it (the history restarts)"
         raise InputError(f"{path}: unreadable CSV ({e}); {fix}") from None
+    for col in LATER_COLUMNS:
+        if col not in table.columns:
+            table[col] = ""
     missing = [c for c in HISTORY_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing columns {missing}; fix or delete it (history restarts)")

@@ -142,6 +142,18 @@ def test_history_one_row_per_night_replaced_on_rerun(tmp_path: Path) -> None:
     assert row["test_accuracy"] == float(f"{accuracy:.4g}") and row["new_images_accuracy"] == 0.9123
     assert row["kappa"] == 0.6597 and row["outcome"] == "promote" and row["p95_ms"] > 0
     assert row["model"] == json.loads((root / "metrics/benchmark.json").read_text())["chosen"]
+    assert row["started_from"] == "scratch (teacher, student, pruned model)"
+
+
+def test_a_history_written_before_started_from_gets_it_empty(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    csv, _ = append_tonight(root, build(root), today=dt.date(2025, 1, 1))
+    pd.read_csv(csv).drop(columns="started_from").to_csv(csv, index=False)  # an older file
+    demo = json.loads((root / "metrics/demo.json").read_text())
+    (root / "metrics/demo.json").write_text(json.dumps(demo | {"night": 2}))
+    append_tonight(root, build(root), today=dt.date(2025, 1, 2))
+    table = pd.read_csv(csv, keep_default_na=False)
+    assert list(table["started_from"]) == ["", "scratch (teacher, student, pruned model)"]
 
 
 def test_history_of_a_workspace_without_demo_numbers_its_nights(tmp_path: Path) -> None:
