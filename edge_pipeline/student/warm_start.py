@@ -76,8 +76,10 @@ def load_start(
         meta = read_json(folder / META)
         theirs = {k: v for k, v in meta["student_config"].items() if k != "n_classes"}
         ours = {k: v for k, v in config.items() if k != "n_classes"}
-        why = "it has another architecture" if theirs != ours else ""
-        if why := why or unrelated(meta["classes"], classes):
+        why = (
+            "it has another architecture" if theirs != ours else unrelated(meta["classes"], classes)
+        )
+        if why:
             log.warning("distill.init=%s: %s (run %s) cannot be loaded (%s): scratch",
                         p.init, source.how, source.run_id, why)  # fmt: skip
             return None, None
