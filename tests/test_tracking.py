@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from mlflow.pyfunc import PythonModel
 
+from edge_pipeline.core.machine import cpu_description
+
 REPO = Path(__file__).resolve().parents[1]
 STAGE = """
 import time
@@ -50,6 +52,7 @@ def test_run_times_cover_the_stage_process_not_only_the_block() -> None:
     assert late.start_time >= 1000 * begin - 1000 and late.status == "FINISHED"
     assert second.start_time >= late.end_time and second.end_time - second.start_time >= 200
     assert client.get_run(late.run_id).data.params == {"late.a": "1"}
+    assert client.get_run(late.run_id).data.tags["cpu"] == cpu_description()  # which machine
 
 
 class _Doubler(PythonModel):

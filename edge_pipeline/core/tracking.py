@@ -27,6 +27,7 @@ from typing import Any
 
 from edge_pipeline.core import artifact_location
 from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.machine import cpu_description
 
 log = logging.getLogger(__name__)
 EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME", "edge-pipeline")
@@ -184,13 +185,13 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None) -> Iterator[A
 
     The run's start time is `stage_start_ms()`, its end time the end of the block.
 
-    Logs the flattened params and the tags stage / git_commit / dvc_deps_hash. The run ends
+    Logs the flattened params and the tags stage / git_commit / dvc_deps_hash / cpu. The run ends
     FINISHED on success, FAILED on an exception and KILLED on SIGTERM.
     """
     mlflow = configure()
     parent = os.environ.get(PARENT_ENV)
     tags = {"stage": stage, "git_commit": git_commit(), "dvc_deps_hash": deps_hash(stage)}
-    tags.update(process_tags())
+    tags.update(process_tags(), cpu=cpu_description())
     if parent:
         tags["mlflow.parentRunId"] = parent
     from mlflow import MlflowClient

@@ -120,7 +120,8 @@ def markdown(out: dict[str, Any], *, max_spread_pct: float) -> str:
         "",
         *choice_lines(out),
         "",
-        f"Machine peak, 1 thread: float32 {m['float32_gmacs_1t']:.1f} GMAC/s "
+        f"Machine: {m.get('cpu', 'not recorded')}. Peak, 1 thread: float32 "
+        f"{m['float32_gmacs_1t']:.1f} GMAC/s "
         f"({m['float32_source']}),"
         f" int8 {m['int8_gmacs_1t']:.1f} GMAC/s ({m['int8_source']}). Achieved at batch 1:",
     ]

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_pipeline.core.machine import cpu_description
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PERCENTILES = (50, 90, 95, 99)
 
@@ -185,8 +187,8 @@ def batch_latency_table(
     return table
 
 
-def machine_peak(*, n: int = 1024, reps: int = 3) -> dict[str, float]:
-    """Single-thread matmul peaks of this machine in GMAC/s (best of `reps`).
+def machine_peak(*, n: int = 1024, reps: int = 3) -> dict[str, float | str]:
+    """Single-thread matmul peaks of this machine in GMAC/s (best of `reps`), and its CPU.
 
     float32: numpy (BLAS) `n x n @ n x n` limited to 1 thread by threadpoolctl.
     int8: ONNX Runtime `MatMulInteger` (uint8 x int8 -> int32, MLAS kernels) with 1 intra-op thread.
@@ -226,6 +228,7 @@ def machine_peak(*, n: int = 1024, reps: int = 3) -> dict[str, float]:
         "int8_gmacs_1t": macs / best_i / 1e9,
         "float32_source": f"numpy matmul {n}x{n}, 1 BLAS thread",
         "int8_source": f"onnxruntime MatMulInteger {n}x{n} u8s8, 1 thread",
+        "cpu": cpu_description(),
     }
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from edge_pipeline.core.errors import ConfigError, InputError
+from edge_pipeline.core.machine import cpu_description
 from edge_pipeline.edge.measure import (
     calls_per_repetition,
     latency_stats,
@@ -232,3 +233,4 @@ def test_machine_peak_is_measured() -> None:
     peak = machine_peak(n=256, reps=2)
     assert peak["float32_gmacs_1t"] > 0.1 and peak["int8_gmacs_1t"] > 0.1
     assert "1 thread" in peak["int8_source"]
+    assert peak["cpu"] == cpu_description()  # the report names the machine
