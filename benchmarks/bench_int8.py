@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_pipeline.core.machine import read_cpuinfo, vector_extensions
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -34,12 +35,7 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "i
 
 def cpu_flags() -> list[str]:
     """The int8-relevant SIMD flags /proc/cpuinfo lists (empty where it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    words = set(text.replace("\t", " ").split())
-    return [f for f in SIMD_FLAGS if f in words]
+    return [f for f in vector_extensions(read_cpuinfo()) if f in SIMD_FLAGS]
 
 
 def _models() -> list[tuple[str, Any, tuple[int, int, int], int]]:

@@ -31,20 +31,30 @@ def cpu_fields(text: str) -> dict[str, str]:
     return fields
 
 
+def read_cpuinfo(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """`cpu_fields` of the file, empty where it cannot be read (not Linux)."""
+    try:
+        return cpu_fields(cpuinfo.read_text())
+    except OSError:
+        return {}
+
+
+def vector_extensions(fields: dict[str, str]) -> list[str]:
+    """The VECTOR_FLAGS that `read_cpuinfo`'s fields list, in VECTOR_FLAGS order."""
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return [f for f in VECTOR_FLAGS if f in flags]
+
+
 def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """One line naming the CPU, e.g. 'AMD EPYC (family 23, model 1), 2 cores, avx2 fma'.
 
     Cores are those this process may run on. Where /proc/cpuinfo is missing (not Linux), the
     name comes from `platform` and the extensions are left out.
     """
-    try:
-        fields = cpu_fields(cpuinfo.read_text())
-    except OSError:
-        fields = {}
+    fields = read_cpuinfo(cpuinfo)
     name = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
     if "cpu family" in fields:
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    vector = " ".join(f for f in VECTOR_FLAGS if f in flags)
+    vector = " ".join(vector_extensions(fields))
     return ", ".join(part for part in (name, f"{cores} cores", vector) if part)
