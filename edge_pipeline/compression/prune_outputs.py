@@ -32,6 +32,16 @@ def model_summary(model: Any, path: Path, x_test: np.ndarray, y_test: np.ndarray
     }
 
 
+def rows_per_pass(report: dict[str, Any]) -> int:
+    """Train rows of one pass: a recovery epoch, or the ramp epoch over its passes (0: no fit,
+    a warm start with `prune.warm.epochs: 0`)."""
+    if report["recovery"]:
+        return int(report["recovery"]["rows_per_epoch"])
+    if report["ramp"]:
+        return int(report["ramp"]["rows_per_epoch"]) // max(1, report["ramp_passes"])
+    return 0
+
+
 def prune_metrics(
     before: dict[str, Any], after: dict[str, Any], report: dict[str, Any], *, options: Prune,
     seconds: float,
@@ -47,8 +57,7 @@ def prune_metrics(
         "macs_ratio": round(before["macs"] / after["macs"], 3),
         "params_ratio": round(before["params"] / after["params"], 3),
         "accuracy_drop_pts": round(100 * (before["accuracy"] - after["accuracy"]), 2),
-        # train rows of one pass (a recovery epoch; the ramp epoch is ramp_epochs passes)
-        "rows_per_epoch": report["ramp"]["rows_per_epoch"] // max(1, report["ramp_passes"]),
+        "rows_per_epoch": rows_per_pass(report),
         "seconds": round(seconds, 1),
     }
 
@@ -72,7 +81,7 @@ def prune_meta(
         "expected_sparsity": report["expected"],
         "overall_sparsity": report["overall_sparsity"],
         "schedule": report["plan"],
-        "recovery_best_epoch": (report["recovery"] or report["ramp"])["best_epoch"],
+        "recovery_best_epoch": (report["recovery"] or report["ramp"] or {}).get("best_epoch"),
     }
     config = student_config
     if isinstance(config, dict) and isinstance(config.get("channels"), dict):

@@ -10,9 +10,9 @@
    sparsity reached asserted per layer (within `sparsity_tolerance`).
 
 A warm start (`start`, compression/warm_prune.py: the champion's pruned model) replaces step 1: it
-already has its channels removed and its zeros, so step 2 runs one ramp pass and at most
-`warm.epochs` of recovery at `warm.lr`. If it agrees with tonight's student on fewer check images
-than `min_agreement`, tonight's student is pruned from scratch instead (logged).
+already has its channels removed and its zeros, so step 2 holds the masks at the target and runs
+at most `warm.epochs` of recovery at `warm.lr`, with no ramp. If it agrees with tonight's student
+on fewer check images than `min_agreement`, tonight's student is pruned from scratch instead.
 """
 
 from __future__ import annotations
@@ -90,9 +90,9 @@ def prune_student(
     log.info("channel pruning %s; before fine-tuning %s", channels, thin_facts)
     fit = o.fit_options()
     recovery_epochs = fit.pop("epochs")
-    if warm:  # nothing left to ramp: one pass re-applies the masks, then a short recovery
+    if warm:  # nothing left to ramp: masks held at the target, a short recovery
         recovery_epochs, fit["lr"] = o.warm.epochs, o.warm.lr
-    ramp_passes = 1 if warm else o.ramp_epochs
+    ramp_passes = 0 if warm else o.ramp_epochs
     pruned, info = prune_and_finetune(
         thin, x_train, y_train, teacher_logits, target=o.target_sparsity,
         ramp_epochs=ramp_passes, recovery_epochs=recovery_epochs, frequency=o.frequency,

@@ -13,9 +13,13 @@ The schedule: `PolynomialDecay` from 0 to the target over the ramp, its begin/en
 from the real number of steps so the last mask update lands on the last ramp step (TF-MOT's default
 frequency=100 silently ends at 0% on a short run). The ramp runs as ONE `fit_distilled` epoch of
 `ramp_epochs` passes over the train rows (row indices drawn per pass, no copies of the pixels),
-because `fit_distilled` restores the best epoch's weights
-(pruning masks included) at the end: with one epoch that is the fully sparse one. Recovery epochs
-then run at constant sparsity, so any epoch it restores is at the target.
+because `fit_distilled` restores the best epoch's weights (pruning masks included) at the end: with
+one epoch that is the fully sparse one. Recovery epochs then run at constant sparsity, so any epoch
+it restores is at the target.
+
+A model that already has its zeros (a warm start) needs no ramp (`ramp_epochs=0`): `HOLD` sets the
+masks once, at the target, on the first step (`ConstantSparsity`), and the recovery epochs are the
+only fit: one tf.function trace instead of two.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ class PruningPlan:
     begin_step: int
     end_step: int
     frequency: int
+
+
+# masks set once, on the first training step (the wrapper counts steps from 1 in tfmot 0.8.1)
+HOLD = PruningPlan(begin_step=1, end_step=1, frequency=1)
 
 
 def plan_schedule(steps: int, *, frequency: int | None = None, n_updates: int = 10) -> PruningPlan:
@@ -82,10 +90,14 @@ def wrap_for_pruning(
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(target), begin_step=plan.begin_step,
-        end_step=plan.end_step, frequency=plan.frequency,
-    )  # fmt: skip
+    sk = tfmot.sparsity.keras
+    if plan.end_step == plan.begin_step:  # HOLD: PolynomialDecay would divide by zero
+        schedule = sk.ConstantSparsity(float(target), plan.begin_step, plan.end_step, frequency=1)
+    else:
+        schedule = sk.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=float(target), begin_step=plan.begin_step,
+            end_step=plan.end_step, frequency=plan.frequency,
+        )  # fmt: skip
     chosen = {layer.name for layer in prunable_layers(model, exclude=exclude)}
     expected: dict[str, float] = {}
 
@@ -168,7 +180,8 @@ def prune_and_finetune(
     Args:
         model: tf_keras model (float32 (N, H, W, C) in [0, 1] -> (N, K) logits).
         x_train: uint8 (N, H, W, C); y_train: int (N,); teacher_logits: float (N, K).
-        ramp_epochs: passes over the train set while sparsity rises (run as one epoch).
+        ramp_epochs: passes over the train set while sparsity rises (run as one epoch); 0 = the
+            model already has its zeros: the masks are held at the target from the first step.
         recovery_epochs: epochs at constant sparsity afterwards (0 = none).
         sampler, num_samples: the rows of a pass (`student.kd_data.draw_rows`).
         tolerance: how far (a fraction, 0.02 = 2 points) a layer may end below its target.
@@ -178,7 +191,7 @@ def prune_and_finetune(
 
     Returns:
         (stripped sparse model, {"plan", "expected", "layers" (kernel_sparsity),
-         "overall_sparsity", "ramp", "recovery" (fit_distilled results)}).
+         "overall_sparsity", "ramp", "recovery" (fit_distilled results; None when not run)}).
 
     Raises:
         SparsityShortfall: a layer ended more than `tolerance` below its target.
@@ -188,9 +201,11 @@ def prune_and_finetune(
     from edge_pipeline.student.kd_data import rows_per_pass
     from edge_pipeline.student.kd_training import fit_distilled
 
-    reps = max(1, int(ramp_epochs))
+    reps = int(ramp_epochs)
     rows = reps * rows_per_pass(len(x_train), sampler=sampler, num_samples=num_samples)
-    plan = plan or plan_schedule(math.ceil(rows / batch_size), frequency=frequency)
+    plan = plan or (
+        plan_schedule(math.ceil(rows / batch_size), frequency=frequency) if reps else HOLD
+    )
     wrapped, expected = wrap_for_pruning(
         model, plan=plan, target=target, block_size=block_size, m_by_n=m_by_n, exclude=exclude
     )
@@ -199,11 +214,12 @@ def prune_and_finetune(
         "batch_size": batch_size, "sampler": sampler, "num_samples": num_samples,
         "callbacks": callbacks, **fit_kwargs,
     }  # fmt: skip
-    ramp = fit_distilled(
-        wrapped, x_train, y_train, teacher_logits, epochs=1, passes=reps, log_prefix="ramp ",
-        **common,
-    )  # fmt: skip
-    recovery = None
+    ramp = recovery = None
+    if reps:
+        ramp = fit_distilled(
+            wrapped, x_train, y_train, teacher_logits, epochs=1, passes=reps, log_prefix="ramp ",
+            **common,
+        )  # fmt: skip
     if recovery_epochs > 0:
         recovery = fit_distilled(
             wrapped, x_train, y_train, teacher_logits, epochs=recovery_epochs,

@@ -4,9 +4,9 @@
 `prune_run_id`, edge_pipeline/core/lineage.py), `previous` the last finished prune run. Its
 `warm_start/student_pruned.keras` is tonight's starting point instead of a freshly channel-pruned
 copy of tonight's student: it keeps its removed channels and its zeros, so the stage skips channel
-pruning and the sparsity ramp has nothing left to remove; one ramp pass and at most
-`prune.warm.epochs` of recovery at `prune.warm.lr` fine-tune it on tonight's data, distilled from
-tonight's teacher.
+pruning and the sparsity ramp (nothing is left to remove: the masks are held at the target from
+the first step); at most `prune.warm.epochs` of recovery at `prune.warm.lr` fine-tune it on
+tonight's data, distilled from tonight's teacher.
 
 It starts from scratch instead (with a warning) when there is no source yet, when the source was
 pruned from another student architecture (any `student_config` key but `channels` and

@@ -42,7 +42,7 @@ class FineTune(Section):
 class WarmPrune(Section):
     """The fine-tuning budget of a pruned model warm-started from the champion's (or last run's)."""
 
-    # recovery epochs after one ramp pass (upper bound; `patience` still applies)
+    # recovery epochs, masks held at the target, no ramp (upper bound; `patience` applies)
     epochs: int = Field(5, ge=0, le=1000)
     lr: float = Field(0.0005, gt=0, le=1)  # Adam, cosine-decayed
 

@@ -70,6 +70,27 @@ def test_sparsity_reached_per_layer_and_wrappers_stripped(trained, data):
     assert info["recovery"]["epochs_run"] == 1
 
 
+def test_hold_keeps_the_zeros_of_an_already_sparse_model_in_one_fit(trained, data):
+    """ramp_epochs=0 (a warm start): no ramp, the masks held at the target from the first step,
+    so every weight that was zero stays zero while the recovery epoch trains the others."""
+    from tests.compression_fixtures import zero_smallest
+
+    sparse = zero_smallest(_fresh(trained), 0.5)
+    zeros = {layer.name: layer.get_weights()[0] == 0 for layer in sp.prunable_layers(sparse)}
+    model, info = _prune(sparse, data, ramp_epochs=0, recovery_epochs=1)
+    assert info["ramp"] is None and info["recovery"]["epochs_run"] == 1
+    assert info["plan"] == sp.HOLD.__dict__
+    moved = 0
+    for name, was_zero in zeros.items():
+        kernel = model.get_layer(name).get_weights()[0]
+        assert np.all(kernel[was_zero] == 0), name
+        moved += int(
+            np.sum(kernel[~was_zero] != sparse.get_layer(name).get_weights()[0][~was_zero])
+        )
+    assert moved > 0  # the recovery epoch trained the kept weights
+    assert info["overall_sparsity"] == pytest.approx(0.5, abs=0.02)
+
+
 def test_too_short_schedule_fails_with_a_clear_message(trained, data):
     # TF-MOT's usual numbers (update every 100 steps up to step 1000) on a 4-step run: 0% sparsity.
     with pytest.raises(sp.SparsityShortfall, match=r"prune\.ramp_epochs.*prune\.frequency") as err:

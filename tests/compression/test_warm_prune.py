@@ -42,7 +42,8 @@ def test_no_champion_yet_means_scratch(caplog):
 @pytest.mark.slow
 def test_previous_pruned_model_warm_starts_the_next_night(prepared_workspace):
     """Night 1 prunes the student (scratch); night 2 fine-tunes night 1's pruned model: same
-    channels, target sparsity kept, one ramp pass plus `warm.epochs`, lineage in meta and MLflow."""
+    channels, target sparsity kept, masks held (no ramp) for `warm.epochs`, lineage in meta and
+    MLflow."""
     import mlflow
 
     from edge_pipeline.artifacts import datasets as d
@@ -78,6 +79,7 @@ def test_previous_pruned_model_warm_starts_the_next_night(prepared_workspace):
     assert meta2["student_config"]["channels"] == meta1["student_config"]["channels"]
     assert metrics["pruned"]["sparsity"] >= 0.48
     assert metrics["rows_per_epoch"] == ws["n_train"]
+    assert meta2["schedule"] == {"begin_step": 1, "end_step": 1, "frequency": 1}  # HOLD
     run = mlflow.get_run(meta2["mlflow_run_id"])
     assert run.data.tags["init_from_run_id"] == meta1["mlflow_run_id"]
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "warm_start")}
