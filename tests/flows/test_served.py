@@ -6,9 +6,13 @@ deployment served by tests/serve_on_demand.py over the tiny pipeline of tests/fl
 
 Approval: Prefect 3.9 released a deployment's concurrency slot when its run paused, and the paused
 run's client was cancelled at its next lease renewal (410 Gone): the renewal comes 0.75 x 300 s
-after the run started (prefect/concurrency/_leases.py; 300 s is fixed in the flow engine), so the
-run pauses here for PAUSE_S = 240 s, longer than that, with the server's lease shortened to its
-minimum (30 s) and its repossessor looking every 5 s. Then the run is approved and completes; a
+after the run started (prefect/concurrency/_leases.py; 300 s is fixed in the flow engine). The
+flow engine only renews a lease when the run holds one (`deployment_concurrency_lease_id`), which
+it does only under a deployment `concurrency_limit`: the test asserts that the served deployment
+has none and that the run holds no lease, so that kill cannot come, then stays paused for PAUSE_S
+= 45 s, longer than the server's lease (shortened to its minimum, 30 s) plus its repossessor's
+5 s loop, the time in which a leased slot would have been taken back. `EDGE_TEST_PAUSE_S=240`
+pauses past the renewal too (4 more minutes of CI). Then the run is approved and completes; a
 second run (an override makes the gated stage run again) is rejected and fails.
 
 Alert: a stage whose metrics say `alert: true` (as register's do) makes the flow emit an
@@ -39,7 +43,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 ALERT_EVENT = "edge-pipeline.alert"
-PAUSE_S = float(os.environ.get("EDGE_TEST_PAUSE_S", "240"))
+PAUSE_S = float(os.environ.get("EDGE_TEST_PAUSE_S", "45"))
 SERVER_SETTINGS = {
     "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",  # Prefect's minimum
     "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
@@ -80,17 +84,21 @@ class Served:
 
         return SyncPrefectClient(self.api)
 
-    def start_run(self, **parameters: Any) -> str:
+    def deployment(self) -> Any:
+        """The served `retrain/on-demand` deployment (waits up to 2 minutes for it)."""
         deadline = time.monotonic() + 120
         with self.client() as client:
             while True:
                 try:
-                    deployment = client.read_deployment_by_name("retrain/on-demand")
-                    break
+                    return client.read_deployment_by_name("retrain/on-demand")
                 except Exception:
                     if time.monotonic() > deadline:
                         raise AssertionError("on-demand was not served\n" + self.logs()) from None
                     time.sleep(1.0)
+
+    def start_run(self, **parameters: Any) -> str:
+        deployment = self.deployment()
+        with self.client() as client:
             run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
         return str(run.id)
 
@@ -161,6 +169,12 @@ def test_an_approval_outlives_the_lease_then_approve_and_reject(serve):
     first = served.start_run()
     served.wait_for(first, {"PAUSED"}, timeout_s=300)
     paused_at = time.monotonic()
+    # no deployment slot, no lease: the flow engine's lease renewal (the 410 kill) never starts
+    assert served.deployment().concurrency_limit is None
+    with served.client() as client:
+        states = client.read_flow_run_states(first)
+    assert {s.type.value for s in states} >= {"PENDING", "RUNNING", "PAUSED"}, states
+    assert [s.state_details.deployment_concurrency_lease_id for s in states] == [None] * len(states)
     while time.monotonic() - paused_at < PAUSE_S:  # a crash would show up here
         run = served.wait_for(first, {"PAUSED", "CRASHED", "FAILED", "CANCELLED"}, 60)
         assert run.state.type.value == "PAUSED", f"{run.state.name}: {run.state.message}"
