@@ -111,6 +111,13 @@ def run(
           flush=True)  # fmt: skip
     start = time.perf_counter()
     one = night(root, stages, env, log, "night 1, scratch")
+    if one["decision"] != "promote":  # night 2 would fall back to scratch: two scratch nights
+        raise SystemExit(
+            f"night 1 registered no champion ({one['decision']}: no edge model passed the "
+            f"benchmark gates; see {log}), so night 2 has nothing to warm-start from and the "
+            "ratio would compare two scratch nights. Loosen the gates for the measurement, e.g. "
+            '--set "benchmark.gates.max_macro_f1_drop_pts=3"'
+        )
     if case is None:
         advance_night(params)
     else:
