@@ -32,16 +32,6 @@ def model_summary(model: Any, path: Path, x_test: np.ndarray, y_test: np.ndarray
     }
 
 
-def rows_per_pass(report: dict[str, Any]) -> int:
-    """Train rows of one pass: a recovery epoch, or the ramp epoch over its passes (0: no fit,
-    a warm start with `prune.warm.epochs: 0`)."""
-    if report["recovery"]:
-        return int(report["recovery"]["rows_per_epoch"])
-    if report["ramp"]:
-        return int(report["ramp"]["rows_per_epoch"]) // max(1, report["ramp_passes"])
-    return 0
-
-
 def prune_metrics(
     before: dict[str, Any], after: dict[str, Any], report: dict[str, Any], *, options: Prune,
     seconds: float,
@@ -57,7 +47,7 @@ def prune_metrics(
         "macs_ratio": round(before["macs"] / after["macs"], 3),
         "params_ratio": round(before["params"] / after["params"], 3),
         "accuracy_drop_pts": round(100 * (before["accuracy"] - after["accuracy"]), 2),
-        "rows_per_epoch": rows_per_pass(report),
+        "rows_per_epoch": report["rows_per_pass"],  # train rows of one pass (a recovery epoch)
         "seconds": round(seconds, 1),
     }
 

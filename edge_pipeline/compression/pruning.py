@@ -61,8 +61,8 @@ def prune_student(
         (stripped pruned model, report: "warm" (whether `start` was fine-tuned),
          "channel_fraction" (the one used; None when warm), "channels",
          "agreement_before_finetune", "channel_pruned" (facts), "ramp_passes", and
-         `prune_and_finetune`'s "plan", "expected", "layers", "overall_sparsity", "ramp",
-         "recovery").
+         `prune_and_finetune`'s "plan", "expected", "layers", "overall_sparsity",
+         "rows_per_pass", "ramp", "recovery").
 
     Raises:
         ValueError: agreement below `min_agreement` even at the gentlest fraction;

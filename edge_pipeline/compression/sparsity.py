@@ -191,7 +191,8 @@ def prune_and_finetune(
 
     Returns:
         (stripped sparse model, {"plan", "expected", "layers" (kernel_sparsity),
-         "overall_sparsity", "ramp", "recovery" (fit_distilled results; None when not run)}).
+         "overall_sparsity", "rows_per_pass" (train rows of one pass), "ramp", "recovery"
+         (fit_distilled results; None when not run)}).
 
     Raises:
         SparsityShortfall: a layer ended more than `tolerance` below its target.
@@ -202,9 +203,11 @@ def prune_and_finetune(
     from edge_pipeline.student.kd_training import fit_distilled
 
     reps = int(ramp_epochs)
-    rows = reps * rows_per_pass(len(x_train), sampler=sampler, num_samples=num_samples)
+    per_pass = rows_per_pass(len(x_train), sampler=sampler, num_samples=num_samples)
     plan = plan or (
-        plan_schedule(math.ceil(rows / batch_size), frequency=frequency) if reps else HOLD
+        plan_schedule(math.ceil(reps * per_pass / batch_size), frequency=frequency)
+        if reps
+        else HOLD
     )
     wrapped, expected = wrap_for_pruning(
         model, plan=plan, target=target, block_size=block_size, m_by_n=m_by_n, exclude=exclude
@@ -233,6 +236,7 @@ def prune_and_finetune(
         "expected": expected,
         "layers": table,
         "overall_sparsity": overall_sparsity(table),
+        "rows_per_pass": per_pass,
         "ramp": ramp,
         "recovery": recovery,
     }
