@@ -56,6 +56,23 @@ def run_params(
     return effective, load_params(raw=effective, model=model).orchestration
 
 
+def warm_started(params: Mapping[str, Any]) -> set[str]:
+    """The params sections whose stage starts from a registered model (`init` not scratch).
+
+    DVC's run cache must not restore such a stage: its start model comes from the MLflow registry,
+    which DVC does not hash, so an entry with tonight's data and params may have started from
+    another champion, or from a run this MLflow store does not hold (the next night's lineage
+    would end there). Defaults come from the schema: a section without `init` in params.yaml is
+    warm when the schema's default is.
+    """
+    parsed = load_params(raw=dict(params), model=schema())
+    return {
+        name
+        for name in type(parsed).model_fields
+        if getattr(getattr(parsed, name, None), "init", "scratch") != "scratch"
+    }
+
+
 def changed_only(params_file: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The overrides whose value differs from params.yaml's: the Run form sends every boolean
     field (unset = false), and a value equal to params.yaml's changes nothing."""

@@ -16,6 +16,7 @@ from prefect.futures import PrefectFuture
 
 from edge_pipeline.config.orchestration import Orchestration
 from flows.approval import read_gate, request_approval
+from flows.config import warm_started
 from flows.dag import Dag
 from flows.stages import StageResult, run_stage, start_accepting, terminate_all
 
@@ -71,6 +72,7 @@ def run_dag(
 ) -> list[StageResult]:
     """Submit each stage once its upstream stages completed; stop submitting after a failure."""
     start_accepting()
+    warm = warm_started(params)
     results: dict[str, StageResult] = {}
     futures: dict[str, PrefectFuture[StageResult]] = {}
     running: set[str] = set()
@@ -113,6 +115,7 @@ def run_dag(
                     needs_run,
                     parent_run_id,
                     policy.timeout_seconds,
+                    stage.section not in warm,  # DVC's run cache does not know the start model
                     wait_for=[futures[u] for u in stage.upstream],
                 )
                 futures[name] = fut

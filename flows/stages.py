@@ -246,10 +246,22 @@ def stage_env(root: Path, parent_run_id: str | None) -> dict[str, str]:
 
 
 def repro(
-    stage: str, *, root: Path, env: dict[str, str], timeout_s: float, on_line: Callable[[str], None]
+    stage: str,
+    *,
+    root: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    on_line: Callable[[str], None],
+    run_cache: bool = True,
 ) -> str:
-    """`dvc repro --single-item <stage>` -> ran / restored / up to date; raises StageFailed."""
+    """`dvc repro --single-item <stage>` -> ran / restored / up to date; raises StageFailed.
+
+    `run_cache=False` adds `--no-run-cache`: a stale stage runs even when DVC's run cache holds
+    outputs of the same deps and params (the run is still saved to the run cache).
+    """
     argv = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
+    if not run_cache:
+        argv.append("--no-run-cache")
     for attempt in range(LOCK_RETRIES + 1):
         code, tail = run_command(argv, cwd=root, env=env, timeout_s=timeout_s, on_line=on_line)
         if _stopping.is_set():
@@ -287,11 +299,13 @@ def run_stage(
     needs_run: bool,
     parent_run_id: str | None,
     timeout_s: float,
+    run_cache: bool = True,
 ) -> StageResult:
     """Bring one stage up to date through DVC, then publish its report, metrics and lineage.
 
     `needs_run` is False when DVC reported the stage up to date at the start of the flow run and
-    none of its upstream stages changed since: then no process is started at all.
+    none of its upstream stages changed since: then no process is started at all. `run_cache`:
+    see `repro`.
     """
     logger = get_run_logger()
     root = Path(workspace)
@@ -305,6 +319,7 @@ def run_stage(
             env=stage_env(root, parent_run_id),
             timeout_s=timeout_s,
             on_line=stage_logger(logger, stage.name),
+            run_cache=run_cache,
         )
         ended = time.time()
     worker = f"{socket.gethostname()}/{os.getpid()}"

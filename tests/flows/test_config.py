@@ -10,7 +10,7 @@ import yaml
 from edge_pipeline.config import load_params
 from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import ConfigError
-from flows.config import SCHEMA_ENV, run_params, schema
+from flows.config import SCHEMA_ENV, run_params, schema, warm_started
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,3 +96,12 @@ def test_overrides_equal_to_params_yaml_are_no_overrides(tmp_path):
     params.write_text("train:\n  epochs: 8\n  hflip: false\nagreement:\n  policy: warn\n")
     sent = {"train.epochs": 8, "train.hflip": False, "agreement.policy": "approval", "x.y": 1}
     assert changed_only(params, sent) == {"agreement.policy": "approval", "x.y": 1}
+
+
+def test_warm_started_sections_follow_init_and_its_schema_default():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert warm_started(raw) == {"train", "distill", "prune"}
+    raw["train"]["init"] = "scratch"
+    raw["distill"]["init"] = "previous"
+    del raw["prune"]["init"]  # the schema's default (champion) applies
+    assert warm_started(raw) == {"distill", "prune"}

@@ -55,6 +55,29 @@ def test_repro_reports_ran_then_up_to_date_and_failures_name_the_stage(tmp_path)
 
 
 @pytest.mark.slow
+def test_without_run_cache_a_stale_stage_runs_instead_of_being_restored(tmp_path):
+    """A warm-started stage (flows/config.py `warm_started`) must run: DVC's run cache does not
+    know its start model, only its deps and params."""
+    root = make_repo(tmp_path / "repo")
+    env = stage_env(root, None)
+    params_file = root / "params.yaml"
+    first = params_file.read_text()
+
+    def run_a(**kw) -> str:
+        return repro("a", root=root, env=env, timeout_s=120, on_line=lambda line: None, **kw)
+
+    assert run_a() == "ran"
+    params = yaml.safe_load(first)
+    params["a"]["value"] += 1
+    params_file.write_text(yaml.safe_dump(params))
+    assert run_a() == "ran"
+    params_file.write_text(first)  # back to params the run cache has seen
+    assert run_a(run_cache=False) == "ran"
+    params_file.write_text(yaml.safe_dump(params))
+    assert run_a() == "restored"  # the same, with the run cache allowed
+
+
+@pytest.mark.slow
 def test_dvc_lock_contention_is_retried(tmp_path):
     """Hold DVC's own rwlock on b's input for a moment: repro b fails 'busy', then succeeds."""
     from dvc.fs import localfs
