@@ -4,13 +4,17 @@ A stage raises an alert through its metrics JSON (metrics/register.json: a faile
 challenger significantly worse than the champion, an accuracy drop > `register.alert_drop_pct`):
 `alerts` (a list of reasons), or `alert: true` with `alert_reason` (reasons joined by "; ").
 Nothing here knows a stage by name. After a stage that ran, `emit_alerts` emits one
-`orchestration.alerts.event` (`edge-pipeline.alert`) per reason; `make serve` (flows/deploy.py)
-calls `ensure_alert_automation`, which saves a notification block for
-`orchestration.alerts.webhook_url` and an automation that sends every such event through it.
+`orchestration.alerts.event` (`edge-pipeline.alert`) per reason. The flow emits the same event,
+through `emit_alert`, when a run stops on a failure (flows/retrain.py: a night that fails must not
+wait for someone to open the UI) and when a gate pauses the run for approval
+(flows/scheduler.py: the approver has to hear of it). `make serve` (flows/deploy.py) calls
+`ensure_alert_automation`, which saves a notification block for `orchestration.alerts.webhook_url`
+and an automation that sends every such event through it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,20 +46,34 @@ def stage_alerts(root: Path, stage: Stage) -> list[tuple[str, str]]:
     return [(rel, r) for rel, metrics in stage_metrics(root, stage) for r in alert_reasons(metrics)]
 
 
-def emit_alerts(stage: Stage, *, root: Path, cfg: Alerts, flow_run: str) -> list[str]:
-    """One Prefect event per alert of the stage; returns the reasons (for the run summary)."""
+def emit_alert(cfg: Alerts, *, stage: str, reason: str, flow_run: str, file: str = "") -> None:
+    """One Prefect alert event about `stage` (a stage name, or `retrain` for the run itself)."""
     from prefect.events import emit_event
 
+    emit_event(
+        event=cfg.event,
+        resource={
+            "prefect.resource.id": f"edge-pipeline.stage.{stage}",
+            "prefect.resource.name": stage,
+        },
+        payload={"stage": stage, "reason": reason, "file": file, "flow_run": flow_run},
+    )
+
+
+def failure_reason(error: BaseException) -> str:
+    """A failed run's cause in a line or two: the exception's first line, and the last ERROR line
+    a stage logged (edge_pipeline/core/logs.py format), which names the file or key and the fix."""
+    lines = str(error).splitlines() or [type(error).__name__]
+    logged = [line for line in lines[1:] if re.match(r"^[\d:.]+ \S+ ERROR ", line)]
+    cause = f" ({logged[-1].split(' ERROR ', 1)[1]})" if logged else ""
+    return f"run stopped: {lines[0].removeprefix('pipeline stopped: ')}{cause}"
+
+
+def emit_alerts(stage: Stage, *, root: Path, cfg: Alerts, flow_run: str) -> list[str]:
+    """One Prefect event per alert of the stage; returns the reasons (for the run summary)."""
     reasons = []
     for rel, reason in stage_alerts(root, stage):
-        emit_event(
-            event=cfg.event,
-            resource={
-                "prefect.resource.id": f"edge-pipeline.stage.{stage.name}",
-                "prefect.resource.name": stage.name,
-            },
-            payload={"stage": stage.name, "reason": reason, "file": rel, "flow_run": flow_run},
-        )
+        emit_alert(cfg, stage=stage.name, reason=reason, flow_run=flow_run, file=rel)
         reasons.append(f"{stage.name}: {reason}")
     return reasons
 

@@ -43,6 +43,10 @@ class ApprovalInput(RunInput):
 class ApprovalRejected(RuntimeError):
     """The gate was rejected, or nobody decided before the timeout."""
 
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
 
 def _verdict(value: Any, where: str) -> bool | None:
     """True = gate failed, False = passed, None = not a verdict we understand."""
@@ -100,9 +104,10 @@ def request_approval(
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll_s)
     except FlowPauseTimeout as exc:
         raise ApprovalRejected(
-            f"stage '{stage.name}' gate: no decision within {timeout_s} s; run stopped"
+            f"stage '{stage.name}' gate: no decision within {timeout_s} s; run stopped",
+            stage=stage.name,
         ) from exc
     if answer.decision != "approve":
         note = f": {answer.comment}" if answer.comment else ""
-        raise ApprovalRejected(f"stage '{stage.name}' gate rejected{note}")
+        raise ApprovalRejected(f"stage '{stage.name}' gate rejected{note}", stage=stage.name)
     return answer

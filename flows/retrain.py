@@ -35,7 +35,7 @@ from pydantic import Field
 from edge_pipeline.config import Paths
 from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
-from flows.alerts import emit_alerts
+from flows.alerts import emit_alert, emit_alerts, failure_reason
 from flows.config import changed_only, run_params, schema
 from flows.dag import Dag, load_dag, stale_stages
 from flows.form import overrides_json_schema
@@ -143,14 +143,32 @@ def retrain(
         approval: the override `agreement.policy` (fail | warn | approval); params.yaml: keep.
     """
     clock = Phases()
-    logger = get_run_logger()
-    parent: ParentRun | None = None
-    alerts: list[str] = []
     guard_temporary_server()  # it must not outlive this process, however it ends
     root = workspace_root()
     params_file = root / "params.yaml"
     requested = changed_only(params_file, requested_overrides(overrides, source, approval))
     effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
+    try:
+        return run_workspace(root, effective, cfg, requested, clock)
+    except Exception as err:  # a night that stops must reach a person (not on Ctrl-C / cancel)
+        stage = getattr(err, "stage", "retrain")  # PipelineError, ApprovalRejected name it
+        name = flow_run.get_name() or "retrain"
+        emit_alert(cfg.alerts, stage=stage, reason=failure_reason(err), flow_run=name)
+        raise
+
+
+def run_workspace(
+    root: Path,
+    effective: dict[str, Any],
+    cfg: Orchestration,
+    requested: dict[str, Any],
+    clock: Phases,
+) -> dict[str, Any]:
+    """Under the workspace lock: recover, run the stale stages, publish; the run's summary."""
+    logger = get_run_logger()
+    parent: ParentRun | None = None
+    alerts: list[str] = []
+    params_file = root / "params.yaml"
     dag = load_dag(root)
     cfg.check_stages(dag.order)
     run_name = flow_run.get_name() or "retrain"

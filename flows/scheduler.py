@@ -13,8 +13,10 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 
 from edge_pipeline.config.orchestration import Orchestration
+from flows.alerts import emit_alert
 from flows.approval import read_gate, request_approval
 from flows.config import warm_started
 from flows.dag import Dag
@@ -23,6 +25,10 @@ from flows.stages import StageResult, run_stage, start_accepting, terminate_all
 
 class PipelineError(RuntimeError):
     """A stage failed for good (retries spent); the message names it and shows its last output."""
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 def busy_seconds(results: list[StageResult]) -> float:
@@ -132,6 +138,13 @@ def run_dag(
                 while running:  # nothing may run while the flow run is paused
                     collect()
                 if failure is None:
+                    emit_alert(
+                        cfg.alerts,
+                        stage=name,
+                        reason=f"gate failed ({why}): the run waits up to "
+                        f"{cfg.approval_timeout_seconds} s for approve or reject in the Prefect UI",
+                        flow_run=flow_run.get_name() or "retrain",
+                    )
                     request_approval(
                         dag.stages[name],
                         root=root,
@@ -144,5 +157,5 @@ def run_dag(
         raise
     if failure is not None:
         name, exc = failure
-        raise PipelineError(f"pipeline stopped: {exc}") from exc
+        raise PipelineError(f"pipeline stopped: {exc}", stage=name) from exc
     return [results[n] for n in dag.order]

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from edge_pipeline.core.errors import InputError
-from flows.alerts import alert_reasons
+from flows.alerts import alert_reasons, failure_reason
 from flows.parent_run import reproduce_note
 from flows.record import commit_on_branch, record_run
 from flows.retrain import check_source
+from flows.scheduler import PipelineError
 from flows.stages import line_level, stage_logger
 
 
@@ -136,3 +137,20 @@ def test_the_note_reproduces_the_recorded_commit():
     assert "git checkout c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeeabcd && dvc pull && dvc repro" in note
     assert "branch `runs/r`" in note and "dvc exp apply exp-1" in note
     assert "recorded in that commit" in note
+
+
+def test_a_failed_run_is_alerted_with_the_stage_error_that_names_the_fix():
+    error = PipelineError(
+        "pipeline stopped: stage 'train' failed on bad input (exit 65, no retry)\n"
+        "--- last output of train ---\nRunning stage 'train':\n> python -m tasks.train\n"
+        "15:29:48 train WARNING the champion is old\n"
+        "15:29:48 train ERROR input error: MLflow run 1e8 (champion v2) has no usable warm_start/ "
+        "artifacts; set train.init to scratch\n"
+        "ERROR: failed to reproduce 'train': failed to run: python -m tasks.train, exited with 65",
+        stage="train",
+    )
+    assert failure_reason(error) == (
+        "run stopped: stage 'train' failed on bad input (exit 65, no retry) (input error: MLflow "
+        "run 1e8 (champion v2) has no usable warm_start/ artifacts; set train.init to scratch)"
+    )
+    assert failure_reason(ValueError("bad\nmore")) == "run stopped: bad"

@@ -162,13 +162,19 @@ def serve(server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPa
         _stop(proc)
 
 
-def test_an_approval_outlives_the_lease_then_approve_and_reject(serve):
+def test_an_approval_outlives_the_lease_then_approve_and_reject(serve, listener):
     gated = {"policy": "approval", "gate": "needs_approval"}
-    served = serve(a=gated, orchestration={"approval_timeout_seconds": int(PAUSE_S) + 600})
+    timeout = int(PAUSE_S) + 600
+    alerts = {"webhook_url": listener}
+    served = serve(a=gated, orchestration={"approval_timeout_seconds": timeout, "alerts": alerts})
 
     first = served.start_run()
-    served.wait_for(first, {"PAUSED"}, timeout_s=300)
+    run = served.wait_for(first, {"PAUSED"}, timeout_s=300)
     paused_at = time.monotonic()
+    notice = wait_for_notices(1, served)[0]  # the approver hears of it
+    assert notice["subject"] == "edge-pipeline alert: a"
+    assert f"gate failed (gate: needs_approval): the run waits up to {timeout} s" in notice["body"]
+    assert run.name in notice["body"]
     # no deployment slot, no lease: the flow engine's lease renewal (the 410 kill) never starts
     assert served.deployment().concurrency_limit is None
     with served.client() as client:
@@ -190,6 +196,30 @@ def test_an_approval_outlives_the_lease_then_approve_and_reject(serve):
     done = served.wait_for(second, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 300)
     assert done.state.type.value == "FAILED"
     assert "stage 'a' gate rejected: by the test" in (done.state.message or "")
+    notices = wait_for_notices(3, served)  # approval needed twice, then the stopped run
+    assert notices[-1]["subject"] == "edge-pipeline alert: a"
+    assert "run stopped: stage 'a' gate rejected: by the test" in notices[-1]["body"]
+
+
+@pytest.fixture
+def listener() -> Iterator[str]:
+    """A webhook on 127.0.0.1 that keeps what it receives in Listener.received; its URL."""
+    Listener.received = []
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/alert"
+    finally:
+        httpd.shutdown()
+
+
+def wait_for_notices(count: int, served: Served, timeout_s: float = 120) -> list[dict[str, Any]]:
+    """The webhook's messages once `count` arrived (fails after timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while len(Listener.received) < count and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert len(Listener.received) >= count, f"{Listener.received}\n{served.logs()}"
+    return list(Listener.received)
 
 
 class Listener(http.server.BaseHTTPRequestHandler):
@@ -205,34 +235,33 @@ class Listener(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_an_alert_reaches_the_webhook_and_the_event_is_listed(serve):
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Listener)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/alert"
-    try:
-        served = serve(orchestration={"alerts": {"webhook_url": url}})
-        reason = "accuracy 0.71 is 12.3% below the champion's 0.81, alert threshold 5%"
-        run_id = served.start_run(overrides={"d.alert": reason})
-        done = served.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 300)
-        assert done.state.type.value == "COMPLETED", f"{done.state.message}\n{served.logs()}"
+def test_an_alert_reaches_the_webhook_and_the_event_is_listed(serve, listener):
+    served = serve(orchestration={"alerts": {"webhook_url": listener}})
+    reason = "accuracy 0.71 is 12.3% below the champion's 0.81, alert threshold 5%"
+    run_id = served.start_run(overrides={"d.alert": reason})
+    done = served.wait_for(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 300)
+    assert done.state.type.value == "COMPLETED", f"{done.state.message}\n{served.logs()}"
 
-        deadline = time.monotonic() + 120
-        while not Listener.received and time.monotonic() < deadline:
-            time.sleep(1.0)
-        assert Listener.received, "no notification reached the webhook\n" + served.logs()
-        time.sleep(5)  # a second notification would have come by now
-        print("received:", Listener.received)
-        message = Listener.received[0]
-        assert message["subject"] == "edge-pipeline alert: d"
-        assert reason in message["body"] and done.name in message["body"]
+    message = wait_for_notices(1, served)[0]
+    time.sleep(5)  # a second notification would have come by now
+    print("received:", Listener.received)
+    assert message["subject"] == "edge-pipeline alert: d"
+    assert reason in message["body"] and done.name in message["body"]
 
-        from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.filters import EventFilter, EventNameFilter
 
-        with served.client() as client:
-            wanted = EventFilter(event=EventNameFilter(name=[ALERT_EVENT]))
-            page = client.read_events(wanted, limit=50)  # the server allows at most 50
-        assert [e.payload["reason"] for e in page.events] == [reason], page.events
-        assert len(Listener.received) == 1, Listener.received
-        assert page.events[0].resource.get("prefect.resource.name") == "d"
-    finally:
-        httpd.shutdown()
+    with served.client() as client:
+        wanted = EventFilter(event=EventNameFilter(name=[ALERT_EVENT]))
+        page = client.read_events(wanted, limit=50)  # the server allows at most 50
+    assert [e.payload["reason"] for e in page.events] == [reason], page.events
+    assert len(Listener.received) == 1, Listener.received
+    assert page.events[0].resource.get("prefect.resource.name") == "d"
+
+    # a night that fails is told too: stage b fails for good (bad params: no retry)
+    failed = served.start_run(overrides={"b.exit_code": 78})
+    done = served.wait_for(failed, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 300)
+    assert done.state.type.value == "FAILED", f"{done.state.message}\n{served.logs()}"
+    message = wait_for_notices(2, served)[1]
+    assert message["subject"] == "edge-pipeline alert: b"
+    assert "run stopped: stage 'b' failed on bad params (exit 78, no retry)" in message["body"]
+    assert done.name in message["body"]
