@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edge_pipeline.config import Params, Section, apply_overrides, load_params, read_yaml
-from edge_pipeline.config.orchestration import Orchestration
+from edge_pipeline.config.orchestration import Alerts, Orchestration
 from edge_pipeline.core.errors import ConfigError
 
 SCHEMA_ENV = "PIPELINE_PARAMS_SCHEMA"
@@ -54,6 +56,16 @@ def run_params(
             f"{err}\n(in this run's overrides {sorted(overrides)}; nothing was run)"
         ) from None
     return effective, load_params(raw=effective, model=model).orchestration
+
+
+def committed_alerts(params_file: Path) -> Alerts:
+    """`orchestration.alerts` of a params.yaml that may be invalid elsewhere (so that its failure
+    can still be sent); the defaults (events only) when that section is unreadable too."""
+    try:
+        section = ((read_yaml(params_file).get("orchestration") or {}).get("alerts")) or {}
+        return Alerts.model_validate(section)
+    except (ConfigError, ValidationError, AttributeError):
+        return Alerts()
 
 
 def warm_started(params: Mapping[str, Any]) -> set[str]:

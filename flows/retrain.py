@@ -36,7 +36,7 @@ from edge_pipeline.config import Paths
 from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import EXIT_CONFIG, ConfigError, InputError
 from flows.alerts import emit_alert, emit_alerts, failure_reason
-from flows.config import changed_only, run_params, schema
+from flows.config import changed_only, committed_alerts, run_params, schema
 from flows.dag import Dag, load_dag, stale_stages
 from flows.form import overrides_json_schema
 from flows.local_server import guard_temporary_server, harden_temporary_server
@@ -146,13 +146,20 @@ def retrain(
     guard_temporary_server()  # it must not outlive this process, however it ends
     root = workspace_root()
     params_file = root / "params.yaml"
-    requested = changed_only(params_file, requested_overrides(overrides, source, approval))
-    effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
+    name = flow_run.get_name() or "retrain"
+    wanted = requested_overrides(overrides, source, approval)
+    try:
+        requested = changed_only(params_file, wanted)
+        effective, cfg = run_params(params_file, requested)  # ConfigError: fails now, no stage ran
+    except ConfigError as err:
+        if not wanted:  # a night on the committed params.yaml: whoever started it is not watching
+            alerts = committed_alerts(params_file)
+            emit_alert(alerts, stage="retrain", reason=failure_reason(err), flow_run=name)
+        raise
     try:
         return run_workspace(root, effective, cfg, requested, clock)
     except Exception as err:  # a night that stops must reach a person (not on Ctrl-C / cancel)
         stage = getattr(err, "stage", "retrain")  # PipelineError, ApprovalRejected name it
-        name = flow_run.get_name() or "retrain"
         emit_alert(cfg.alerts, stage=stage, reason=failure_reason(err), flow_run=name)
         raise
 

@@ -10,7 +10,7 @@ import yaml
 from edge_pipeline.config import load_params
 from edge_pipeline.config.orchestration import Orchestration
 from edge_pipeline.core.errors import ConfigError
-from flows.config import SCHEMA_ENV, run_params, schema, warm_started
+from flows.config import SCHEMA_ENV, committed_alerts, run_params, schema, warm_started
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +105,15 @@ def test_warm_started_sections_follow_init_and_its_schema_default():
     raw["distill"]["init"] = "previous"
     del raw["prune"]["init"]  # the schema's default (champion) applies
     assert warm_started(raw) == {"distill", "prune"}
+
+
+def test_committed_alerts_survive_a_params_file_broken_elsewhere(tmp_path):
+    params = tmp_path / "params.yaml"
+    url = "http://127.0.0.1:9/alert"
+    alerts = f"orchestration:\n  alerts: {{webhook_url: '{url}'}}\n"
+    params.write_text("train: {epochs: -3}\n" + alerts)
+    with pytest.raises(ConfigError):
+        run_params(params, {})
+    assert committed_alerts(params).webhook_url == url
+    params.write_text("train: [unclosed\n")
+    assert committed_alerts(params).webhook_url is None  # unreadable: events only
