@@ -55,6 +55,42 @@ def test_run_times_cover_the_stage_process_not_only_the_block() -> None:
     assert client.get_run(late.run_id).data.tags["cpu"] == cpu_description()  # which machine
 
 
+KILLED_AT_START = """
+import os, signal
+import mlflow
+from edge_pipeline.core.tracking import stage_run
+real_start_run = mlflow.start_run
+
+def start_run(*args, **kwargs):  # the flow's SIGTERM lands after create_run, before start_run
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_start_run(*args, **kwargs)
+
+mlflow.start_run = start_run
+with stage_run("early"):
+    raise AssertionError("not reached")
+"""
+
+
+def test_a_sigterm_as_the_run_is_created_ends_it_killed() -> None:
+    """The run is RUNNING in the store from create_run on: a SIGTERM right then (the flow stopping
+    as the stage starts) must not leave it RUNNING."""
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_START], timeout=120, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 128 + 15, proc.stderr[-2000:]
+    from mlflow import MlflowClient
+
+    from edge_pipeline.core.tracking import configure
+
+    mlflow = configure()
+    runs = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("edge-pipeline").experiment_id],
+        filter_string="attributes.run_name = 'early'",
+    )
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
 class _Doubler(PythonModel):
     """A registered model small enough to log in a second: predict(x) = 2 x."""
 

@@ -196,30 +196,44 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None) -> Iterator[A
         tags["mlflow.parentRunId"] = parent
     from mlflow import MlflowClient
 
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
-    created = MlflowClient().create_run(
-        experiment, start_time=stage_start_ms(), tags=tags, run_name=stage
-    )
-    run = mlflow.start_run(run_id=created.info.run_id)
+    client = MlflowClient()
+    run_id: str | None = None
+    ended = False
+
+    def end(status: str) -> None:
+        nonlocal ended
+        if ended or run_id is None:
+            return
+        ended = True
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
+        else:  # created, not yet started: a SIGTERM or error in between must not leave it RUNNING
+            client.set_terminated(run_id, status=status)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        mlflow.end_run(status="KILLED")
+        end("KILLED")
         raise SystemExit(128 + signum)
 
+    # The handler comes first: the run is RUNNING in the store from create_run on.
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
     try:
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+        created = client.create_run(
+            experiment, start_time=stage_start_ms(), tags=tags, run_name=stage
+        )
+        run_id = created.info.run_id
+        mlflow.start_run(run_id=run_id)
         if params:
             mlflow.log_params(flatten(params, f"{stage}."))
         yield mlflow
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        end("FAILED")
         raise
     else:
-        mlflow.end_run(status="FINISHED")
+        end("FINISHED")
     finally:
         global _last_end_ms
         _last_end_ms = int(1000 * time.time())
         if in_main:
             signal.signal(signal.SIGTERM, previous)
-        del run
