@@ -157,7 +157,7 @@ def retrain(
             emit_alert(alerts, stage="retrain", reason=failure_reason(err), flow_run=name)
         raise
     try:
-        return run_workspace(root, effective, cfg, requested, clock)
+        return run_workspace(root, effective, cfg, requested, clock, run_name=name)
     except Exception as err:  # a night that stops must reach a person (not on Ctrl-C / cancel)
         stage = getattr(err, "stage", "retrain")  # PipelineError, ApprovalRejected name it
         emit_alert(cfg.alerts, stage=stage, reason=failure_reason(err), flow_run=name)
@@ -170,6 +170,8 @@ def run_workspace(
     cfg: Orchestration,
     requested: dict[str, Any],
     clock: Phases,
+    *,
+    run_name: str,
 ) -> dict[str, Any]:
     """Under the workspace lock: recover, run the stale stages, publish; the run's summary."""
     logger = get_run_logger()
@@ -178,7 +180,6 @@ def run_workspace(
     params_file = root / "params.yaml"
     dag = load_dag(root)
     cfg.check_stages(dag.order)
-    run_name = flow_run.get_name() or "retrain"
     experiment = experiment_name(run_name) if requested else None
     uncached = [p for s in dag for p in s.uncached]
     ensure_limit(cfg.concurrency_limit)
