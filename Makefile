@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo night test test-fast lint format bench mlflow-ui serve deploy
+.PHONY: help setup browser demo night pin-starts test test-fast lint format bench mlflow-ui serve deploy
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ night: setup ## Play the next demo night (demo.night + 1: new images, ratings, r
 	$(BIN)/python -m edge_pipeline.quality.demo_nights
 	$(BIN)/python -m flows.retrain
 	$(BIN)/python -m flows.summary
+
+pin-starts: setup ## On a night's commit (after dvc pull): pin train/distill/prune.init to the runs that night started from
+	$(BIN)/python -m edge_pipeline.registry.pin_starts
 
 test: setup browser ## Set up, then run all tests (slow end-to-end ones included)
 	EDGE_TEST_SIDE=torch $(BIN)/python -m pytest

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from edge_pipeline.config import Params, Section, apply_overrides, load_params, read_yaml
 from edge_pipeline.config.orchestration import Alerts, Orchestration
 from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.lineage import FLOATING
 
 SCHEMA_ENV = "PIPELINE_PARAMS_SCHEMA"
 
@@ -69,19 +70,21 @@ def committed_alerts(params_file: Path) -> Alerts:
 
 
 def warm_started(params: Mapping[str, Any]) -> set[str]:
-    """The params sections whose stage starts from a registered model (`init` not scratch).
+    """The params sections whose stage starts from a model the registry picks tonight (`init`
+    champion or previous).
 
     DVC's run cache must not restore such a stage: its start model comes from the MLflow registry,
     which DVC does not hash, so an entry with tonight's data and params may have started from
     another champion, or from a run this MLflow store does not hold (the next night's lineage
-    would end there). Defaults come from the schema: a section without `init` in params.yaml is
-    warm when the schema's default is.
+    would end there). A pinned start (`init: runs:/<id>`) is in the params DVC hashes, so the run
+    cache may restore it. Defaults come from the schema: a section without `init` in params.yaml
+    is warm when the schema's default is.
     """
     parsed = load_params(raw=dict(params), model=schema())
     return {
         name
         for name in type(parsed).model_fields
-        if getattr(getattr(parsed, name, None), "init", "scratch") != "scratch"
+        if getattr(getattr(parsed, name, None), "init", "scratch") in FLOATING
     }
 
 

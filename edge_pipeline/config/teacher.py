@@ -8,15 +8,42 @@ start of the stage, before any data is read.
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PositiveInt,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from edge_pipeline.config.base import Augment, Section
+from edge_pipeline.core.lineage import RUN_PIN
 
 # where a run's weights start: scratch | champion (the registry's `champion`, through the lineage
-# tags of edge_pipeline/core/lineage.py) | previous (the last finished run of the stage)
-Init = Literal["scratch", "champion", "previous"]
+# tags of edge_pipeline/core/lineage.py) | previous (the last finished run of the stage) |
+# runs:/<run id> (that run of the stage: pins a recorded night's start, `make pin-starts`)
+INITS = ("scratch", "champion", "previous")
+
+
+def _check_init(value: str) -> str:
+    if value in INITS or re.fullmatch(RUN_PIN, value):
+        return value
+    close = difflib.get_close_matches(value, INITS, n=1)
+    hint = f"; did you mean {close[0]}" if close else ""
+    raise ValueError(f"not one of {', '.join(INITS)} or runs:/<32-hex MLflow run id>{hint}")
+
+
+# one message for a wrong value; the Run form still offers the three words (or a pin)
+Init = Annotated[
+    str,
+    AfterValidator(_check_init),
+    WithJsonSchema({"anyOf": [{"enum": list(INITS)}, {"type": "string", "pattern": RUN_PIN}]}),
+]
 
 
 class Warm(Section):

@@ -8,8 +8,10 @@ a warm-started run finds the model it starts from (`train.init`, `distill.init`,
 - register tags each new model version with `<stage>_run_id` for each of `LINEAGE_STAGES`, read
   from those meta.json files (`lineage_tags`): the version's lineage.
 - `find_source(stage, "champion")` follows the `champion` alias to that tag;
-  `find_source(stage, "previous")` takes the stage's latest finished run with `WARM_DIR`. No file
-  path is typed twice: the run id leads to the run's own artifacts.
+  `find_source(stage, "previous")` takes the stage's latest finished run with `WARM_DIR`;
+  `find_source(stage, "runs:/<id>")` takes that run (a pin: the same start model whenever the
+  stage re-runs, so `dvc repro` can re-execute a recorded warm night). No file path is typed
+  twice: the run id leads to the run's own artifacts.
 
 No torch or TensorFlow here: both sides call it.
 """
@@ -28,6 +30,9 @@ WARM_DIR = "warm_start"  # artifact folder of a run that a later run can start f
 WARM_TAG = "warm_start"  # run tag "true" when WARM_DIR was logged
 RUN_ID_KEY = "mlflow_run_id"  # key of data/<stage>/meta.json holding the run that wrote it
 LINEAGE_STAGES = ("train", "distill", "prune")  # version tags <stage>_run_id
+PIN_PREFIX = "runs:/"  # `init: runs:/<run id>` pins the start run (MLflow's URI scheme)
+RUN_PIN = r"^runs:/[0-9a-f]{32}$"  # the pattern params.yaml's schema checks
+FLOATING = ("champion", "previous")  # inits whose start run changes from night to night
 # A start model knowing fewer than this share of tonight's classes learnt another task (another
 # data set registered under the same model name): a warm budget would not train its mostly new head.
 MIN_KNOWN_CLASSES = 0.5
@@ -111,14 +116,38 @@ def _previous(client: Any, stage: str) -> Source | None:
     return Source(stage, runs[0].info.run_id, "previous run")
 
 
+def _pinned(client: Any, stage: str, run_id: str) -> Source:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise InputError(
+            f"{stage}.init: {PIN_PREFIX}{run_id} is not a run of this MLflow store ({e}); pin a "
+            f"run it holds (`make pin-starts` reads the ids a night recorded in "
+            f"data/{stage}/meta.json), or set {stage}.init to champion or scratch"
+        ) from e
+    if run.data.tags.get("stage") != stage or run.data.tags.get(WARM_TAG) != "true":
+        raise InputError(
+            f"{stage}.init: run {run_id} is a {run.data.tags.get('stage', 'untagged')} run "
+            f"without {WARM_DIR}/ artifacts of a {stage} run (tags stage={stage}, "
+            f"{WARM_TAG}=true); pin the {stage} run a night recorded as its mlflow_run_id or "
+            "init_from_run_id"
+        )
+    return Source(stage, run_id, f"pinned run {run_id[:8]}")
+
+
 def find_source(stage: str, init: str, *, model_name: str) -> Source | None:
-    """The run `init` (`champion` | `previous`; `scratch` -> None) points at for `stage`;
-    None, with a logged warning, when there is none yet."""
+    """The run `init` (`champion` | `previous` | `runs:/<id>`; `scratch` -> None) points at for
+    `stage`; None, with a logged warning, when there is none yet. A pin that names no usable run
+    raises InputError: the night asked for that start model, scratch would be another night."""
     if init == "scratch":
         return None
     from edge_pipeline.core.tracking import configure
 
     client = configure().MlflowClient()
+    if init.startswith(PIN_PREFIX):
+        return _pinned(client, stage, init.removeprefix(PIN_PREFIX))
     return _champion(client, stage, model_name) if init == "champion" else _previous(client, stage)
 
 

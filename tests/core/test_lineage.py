@@ -74,3 +74,20 @@ def test_a_start_model_must_know_half_of_tonights_classes():
     assert unrelated(["0", "1", "9"], ["0", "1", "2", "3"]) == ""  # half known
     assert "knows 1 of tonight's 3 classes" in unrelated(["0", "cat"], ["0", "1", "2"])
     assert "another data set" in unrelated([0, 1], ["cat", "dog"])
+
+
+def test_a_pinned_run_is_the_source_whatever_the_champion(tmp_path):
+    first = _warm_run(tmp_path, "train")
+    _warm_run(tmp_path, "train")  # a later run: `previous` would take it, a pin does not
+    source = find_source("train", f"runs:/{first}", model_name="m")
+    assert source == Source("train", first, f"pinned run {first[:8]}")
+    assert source.tags()["init_from_run_id"] == first
+    assert json.loads((download(source, tmp_path / "dl") / "meta.json").read_text())
+
+
+def test_a_pin_to_a_missing_or_foreign_run_names_the_fix(tmp_path):
+    with pytest.raises(InputError, match=r"train\.init: runs:/0{32} is not a run of this MLflow"):
+        find_source("train", "runs:/" + "0" * 32, model_name="m")
+    distill = _warm_run(tmp_path, "distill")
+    with pytest.raises(InputError, match=r"train\.init: run \w+ is a distill run"):
+        find_source("train", f"runs:/{distill}", model_name="m")

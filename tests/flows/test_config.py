@@ -105,6 +105,8 @@ def test_warm_started_sections_follow_init_and_its_schema_default():
     raw["distill"]["init"] = "previous"
     del raw["prune"]["init"]  # the schema's default (champion) applies
     assert warm_started(raw) == {"distill", "prune"}
+    raw["distill"]["init"] = "runs:/" + "0a" * 16  # a pin is in the params DVC hashes
+    assert warm_started(raw) == {"prune"}
 
 
 def test_committed_alerts_survive_a_params_file_broken_elsewhere(tmp_path):

@@ -179,3 +179,20 @@ def test_previous_night_warm_starts_grows_the_head_and_records_its_source(prepar
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "warm_start")}
     assert {f"warm_start/{n}" for n in ("teacher.pt", "meta.json", "fisher.pt",
                                          "first_seen.csv")} <= files  # fmt: skip
+
+    # Re-executing night 2 later: `previous` now means night 2's own run; the pin that
+    # `make pin-starts` reads from night 2's meta.json gives night 2's weights again, exactly.
+    from edge_pipeline.registry.pin_starts import recorded_starts
+
+    night2 = torch.load(root / "data" / "train" / "teacher.pt", weights_only=True)
+    pin = recorded_starts({"train": root / "data" / "train" / "meta.json"})["train"]
+    assert pin == f"runs:/{meta1['mlflow_run_id']}"
+    prepared_workspace(n_classes=3, per_class=15, params={"train": cfg | {"init": pin}})
+    train.main()
+    again = json.loads((root / "data" / "train" / "meta.json").read_text())
+    assert again["init_from_run_id"] == meta1["mlflow_run_id"] and again["night"] == 2
+    replayed = torch.load(root / "data" / "train" / "teacher.pt", weights_only=True)
+    assert replayed.keys() == night2.keys()
+    assert all(torch.equal(replayed[k], night2[k]) for k in night2)
+    replayed_metrics = json.loads((root / "metrics" / "train.json").read_text())
+    assert replayed_metrics["test_accuracy"] == metrics["test_accuracy"]
