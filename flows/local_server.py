@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flows import watchdog
+
+# Prefect waits 20 s for its temporary server by default; on a busy 2-core machine (a CI run's
+# installs beside it) `python -m flows.retrain` failed with "Timed out while attempting to connect
+# to ephemeral Prefect API server" before any stage ran. A night should wait, not fail.
+STARTUP_TIMEOUT_S = 120
 
 
 def hardened_settings(origin: str) -> dict[str, str]:
@@ -52,3 +59,20 @@ def harden_temporary_server() -> None:
     """Before Prefect starts its temporary server: CSRF on, no cross-origin caller (no UI)."""
     for key, value in hardened_settings("http://127.0.0.1").items():
         os.environ.setdefault(key, value)
+
+
+@contextmanager
+def patient_temporary_server() -> Iterator[None]:
+    """Inside: Prefect waits up to STARTUP_TIMEOUT_S for its temporary server to answer, unless
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is set (Prefect reads its settings once, so
+    a context, not the environment)."""
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout,
+    )
+    from prefect.settings import temporary_settings
+
+    if timeout.name in os.environ:
+        yield
+        return
+    with temporary_settings(updates={timeout: STARTUP_TIMEOUT_S}):
+        yield

@@ -39,7 +39,11 @@ from flows.alerts import emit_alert, emit_alerts, failure_reason
 from flows.config import changed_only, committed_alerts, run_params, schema
 from flows.dag import Dag, load_dag, stale_stages
 from flows.form import overrides_json_schema
-from flows.local_server import guard_temporary_server, harden_temporary_server
+from flows.local_server import (
+    guard_temporary_server,
+    harden_temporary_server,
+    patient_temporary_server,
+)
 from flows.overrides import WorkspaceSnapshot, parse_set_args, save_experiment, write_overrides
 from flows.parent_run import ParentRun, parent_run
 from flows.publish import publish_summary
@@ -378,9 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     harden_temporary_server()
     exit_promptly_on_ctrl_c()
-    out = build_flow(cfg)(
-        overrides=overrides, source=args.source or "", approval=args.approval or KEEP
-    )
+    with patient_temporary_server():
+        out = build_flow(cfg)(
+            overrides=overrides, source=args.source or "", approval=args.approval or KEEP
+        )
     print(where_to_look(out, root))
     return 0
 

@@ -411,3 +411,18 @@ def test_a_recorded_run_is_reproduced_in_a_fresh_clone_from_its_mlflow_descripti
     dvc(clone, "repro", "--force")  # and computing it again gives the same figures
     assert {s: metrics(clone, s)["value"] for s in "abcd"} == recorded
     assert (clone / "out" / "d.txt").read_text() == "a=1;b=20;a=1;c=3;d=4;"
+
+
+def test_the_flow_waits_for_a_slow_temporary_server_unless_told_otherwise(monkeypatch):
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout
+
+    from flows.local_server import STARTUP_TIMEOUT_S, patient_temporary_server
+
+    default = timeout.value()
+    assert default < STARTUP_TIMEOUT_S  # Prefect's own 20 s failed a night on a busy machine
+    with patient_temporary_server():
+        assert timeout.value() == STARTUP_TIMEOUT_S
+    assert timeout.value() == default
+    monkeypatch.setenv(timeout.name, "7")  # the user's setting wins
+    with patient_temporary_server():
+        assert timeout.value() != STARTUP_TIMEOUT_S
