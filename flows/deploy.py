@@ -51,6 +51,9 @@ def start_server(api_url: str, *, home: Path, wait_s: float = 120.0) -> subproce
     port = httpx.URL(api_url).port or 4200
     origin = api_url.rstrip("/").removesuffix("/api")
     env = {**os.environ, "PREFECT_HOME": str(home), **hardened_settings(origin)}
+    # a 503 is SQLite refusing a second writer (SQLITE_BUSY; Prefect's client retries it, its UI
+    # shows "Something went wrong"): server.log says which request met it
+    env.setdefault("PREFECT_SERVER_LOG_RETRYABLE_ERRORS", "true")
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another server
     env["PREFECT_UI_API_URL"] = api_url  # else the UI calls :4200 whatever --port says
     home.mkdir(parents=True, exist_ok=True)
