@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from edge_pipeline.config import Params, Section, apply_overrides, load_params, read_yaml
 from edge_pipeline.config.orchestration import Alerts, Orchestration
 from edge_pipeline.core.errors import ConfigError
-from edge_pipeline.core.lineage import FLOATING
+from edge_pipeline.core.lineage import FLOATING, SCRATCH
 
 SCHEMA_ENV = "PIPELINE_PARAMS_SCHEMA"
 
@@ -84,7 +84,7 @@ def warm_started(params: Mapping[str, Any]) -> set[str]:
     return {
         name
         for name in type(parsed).model_fields
-        if getattr(getattr(parsed, name, None), "init", "scratch") in FLOATING
+        if getattr(getattr(parsed, name, None), "init", SCRATCH) in FLOATING
     }
 
 

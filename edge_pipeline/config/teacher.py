@@ -22,12 +22,12 @@ from pydantic import (
 )
 
 from edge_pipeline.config.base import Augment, Section
-from edge_pipeline.core.lineage import RUN_PIN
+from edge_pipeline.core.lineage import FLOATING, RUN_PIN, SCRATCH
 
 # where a run's weights start: scratch | champion (the registry's `champion`, through the lineage
 # tags of edge_pipeline/core/lineage.py) | previous (the last finished run of the stage) |
 # runs:/<run id> (that run of the stage: pins a recorded night's start, `make pin-starts`)
-INITS = ("scratch", "champion", "previous")
+INITS = (SCRATCH, *FLOATING)
 
 
 def _check_init(value: str) -> str:
@@ -136,7 +136,7 @@ class Train(Section):
                 "train.sampler: balanced already balances the classes; set "
                 "train.use_class_weights: false, or train.sampler: shuffle to weight the loss"
             )
-        if self.init == "scratch" and (self.ewc.strength > 0 or self.data_window != "all"):
+        if self.init == SCRATCH and (self.ewc.strength > 0 or self.data_window != "all"):
             raise ValueError(
                 "train.ewc.strength > 0 and train.data_window need a start model (its weights, "
                 "Fisher and image nights): set train.init to champion or previous"

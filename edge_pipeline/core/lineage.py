@@ -32,6 +32,7 @@ RUN_ID_KEY = "mlflow_run_id"  # key of data/<stage>/meta.json holding the run th
 LINEAGE_STAGES = ("train", "distill", "prune")  # version tags <stage>_run_id
 PIN_PREFIX = "runs:/"  # `init: runs:/<run id>` pins the start run (MLflow's URI scheme)
 RUN_PIN = r"^runs:/[0-9a-f]{32}$"  # the pattern params.yaml's schema checks
+SCRATCH = "scratch"  # the init that starts from random weights (no source run)
 FLOATING = ("champion", "previous")  # inits whose start run changes from night to night
 # A start model knowing fewer than this share of tonight's classes learnt another task (another
 # data set registered under the same model name): a warm budget would not train its mostly new head.
@@ -141,7 +142,7 @@ def find_source(stage: str, init: str, *, model_name: str) -> Source | None:
     """The run `init` (`champion` | `previous` | `runs:/<id>`; `scratch` -> None) points at for
     `stage`; None, with a logged warning, when there is none yet. A pin that names no usable run
     raises InputError: the night asked for that start model, scratch would be another night."""
-    if init == "scratch":
+    if init == SCRATCH:
         return None
     from edge_pipeline.core.tracking import configure
 

@@ -27,7 +27,7 @@ from edge_pipeline.config import load_params
 from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.errors import InputError
 from edge_pipeline.core.io import atomic_path
-from edge_pipeline.core.lineage import LINEAGE_STAGES, PIN_PREFIX
+from edge_pipeline.core.lineage import LINEAGE_STAGES, PIN_PREFIX, SCRATCH
 
 START_KEY = "init_from_run_id"  # what a warm stage's meta.json records (null: scratch)
 
@@ -51,13 +51,14 @@ def recorded_starts(meta_paths: dict[str, Path]) -> dict[str, str]:
             raise InputError(f"{path} has no {START_KEY} (written before lineage existed): this "
                              f"night's {stage} start cannot be pinned")  # fmt: skip
         run_id = meta[START_KEY]
-        starts[stage] = f"{PIN_PREFIX}{run_id}" if run_id else "scratch"
+        starts[stage] = f"{PIN_PREFIX}{run_id}" if run_id else SCRATCH
     return starts
 
 
 def set_inits(text: str, inits: dict[str, str]) -> str:
     """params.yaml `text` with `<section>.init` set to each value; other lines (comments, layout)
-    kept. A section without an `init:` line gets one; a missing section is appended."""
+    kept, and a comment after the value stays in its column where the value fits. A section
+    without an `init:` line gets one; a missing section is appended."""
     lines = text.splitlines(keepends=True)
     for section, value in inits.items():
         start = next(
@@ -71,13 +72,20 @@ def set_inits(text: str, inits: dict[str, str]) -> str:
              if lines[i].strip() and not lines[i].startswith((" ", "#"))),
             len(lines),
         )  # fmt: skip
+        keys = [
+            x for x in lines[start + 1 : end] if x[:1] == " " and not x.lstrip().startswith("#")
+        ]
+        indent = re.match(r" +", keys[0])[0] if keys else "  "  # the section's own key indent
         for i in range(start + 1, end):
-            found = re.match(r"(  init:[ \t]*)([^\s#]+)", lines[i])
+            found = re.match(rf"({indent}init:[ \t]*)([^\s#]+)([ \t]*)(.*)", lines[i], re.DOTALL)
             if found:
-                lines[i] = found[1] + value + lines[i][found.end(2) :]
+                head, gap, rest = found[1] + value, found[3], found[4]
+                if rest.startswith("#"):  # keep the comment's column: a pin is longer than a word
+                    gap = " " * max(found.start(4) - len(head), 1)
+                lines[i] = head + gap + rest
                 break
         else:
-            lines.insert(start + 1, f"  init: {value}\n")
+            lines.insert(start + 1, f"{indent}init: {value}\n")
     return "".join(lines)
 
 
@@ -85,8 +93,20 @@ def pin(params_file: Path) -> dict[str, str]:
     """Write the recorded starts of `LINEAGE_STAGES` into `params_file`; returns them."""
     starts = recorded_starts({s: stage_paths(s, params_file).data / META for s in LINEAGE_STAGES})
     text = set_inits(params_file.read_text(), starts)
-    parsed = load_params(raw=yaml.safe_load(text))  # the schema checks the pins before writing
-    assert all(getattr(parsed, s).init == v for s, v in starts.items()), "params.yaml not set"
+    try:
+        parsed = load_params(raw=yaml.safe_load(text))  # the schema checks pins before writing
+    except yaml.YAMLError as e:  # a layout set_inits does not edit (flow style, tabs)
+        wanted = ", ".join(f"{s}.init: {v}" for s, v in starts.items())
+        raise InputError(f"{params_file}: its layout cannot take the pins by line edits "
+                         f"({' '.join(str(e).split())}); set {wanted} by hand") from e  # fmt: skip
+    unset = [s for s, v in starts.items() if getattr(parsed, s).init != v]
+    if unset:  # an `init` this line edit did not reach
+        raise InputError(
+            f"{params_file}: could not set {', '.join(f'{s}.init' for s in unset)}; write each "
+            f"as its own `  init: <value>` line under its section, or set "
+            + ", ".join(f"{s}.init: {starts[s]}" for s in unset)
+            + " by hand"
+        )
     with atomic_path(params_file) as tmp:
         tmp.write_text(text)
     return starts

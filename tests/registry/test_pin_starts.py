@@ -11,7 +11,7 @@ import yaml
 
 from edge_pipeline.config import load_params
 from edge_pipeline.core.errors import InputError
-from edge_pipeline.registry.pin_starts import recorded_starts, set_inits
+from edge_pipeline.registry.pin_starts import pin, recorded_starts, set_inits
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "0123456789abcdef" * 2
@@ -40,6 +40,10 @@ def test_set_inits_changes_only_the_init_lines_and_the_schema_accepts_them() -> 
                if line.startswith(("+", "-"))]  # fmt: skip
     assert len(changed) == 6 and all("  init: " in line for line in changed)
     assert "# champion (fine-tune the registry champion's teacher" in out  # comments kept
+    distill = [
+        next(x for x in t.splitlines() if "# champion (the student" in x) for t in (text, out)
+    ]
+    assert distill[0].index("#") == distill[1].index("#")  # a shorter value keeps the column
     parsed = load_params(raw=yaml.safe_load(out))
     assert {s: getattr(parsed, s).init for s in pins} == pins
     assert set_inits(out, {"train": "champion"}).count("init: champion") == 1
@@ -52,6 +56,34 @@ def test_set_inits_adds_a_missing_key_or_section() -> None:
         "train": {"init": "scratch", "epochs": 2}, "qat": {"epochs": 1},
         "prune": {"init": "previous"},
     }  # fmt: skip
+
+
+def test_set_inits_follows_the_sections_indent() -> None:
+    text = "train:\n    epochs: 2\n    init: champion   # where\ndistill:\n    epochs: 1\n"
+    out = set_inits(text, {"train": "scratch", "distill": f"runs:/{RUN}"})
+    assert "    init: scratch    # where\n" in out
+    assert yaml.safe_load(out)["distill"] == {"init": f"runs:/{RUN}", "epochs": 1}
+
+
+def test_pin_refuses_a_layout_it_cannot_edit_and_leaves_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for stage in ("train", "distill", "prune"):
+        (tmp_path / "data" / stage).mkdir(parents=True)
+        (tmp_path / "data" / stage / "meta.json").write_text(json.dumps({"init_from_run_id": RUN}))
+    flow = yaml.safe_dump(yaml.safe_load((REPO / "params.yaml").read_text()),
+                          default_flow_style=True)  # fmt: skip
+    (tmp_path / "params.yaml").write_text(flow)
+    with pytest.raises(
+        InputError, match=r"params\.yaml: its layout .* set train\.init: runs:/0123.* by hand"
+    ):
+        pin(tmp_path / "params.yaml")
+    assert (tmp_path / "params.yaml").read_text() == flow  # nothing half-written
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    assert pin(tmp_path / "params.yaml") == dict.fromkeys(
+        ("train", "distill", "prune"), f"runs:/{RUN}"
+    )
 
 
 @pytest.mark.parametrize(
