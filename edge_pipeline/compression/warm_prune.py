@@ -63,7 +63,7 @@ def load_start(
     from edge_pipeline.student.model import build_student
     from edge_pipeline.student.warm_start import initial_weights
 
-    source = find_source("prune", p.init, model_name=model_name)
+    source = find_source("prune", p.init, model_name=model_name, refresh_every=p.warm.refresh_every)
     if source is None:
         return None, None, None
     with tempfile.TemporaryDirectory() as tmp:

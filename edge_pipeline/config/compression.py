@@ -12,7 +12,7 @@ from pydantic import Field, PositiveInt
 
 from edge_pipeline.config.base import Augment, Section
 from edge_pipeline.config.student import Sampler
-from edge_pipeline.config.teacher import Init
+from edge_pipeline.config.teacher import Init, Warm
 
 
 class FineTune(Section):
@@ -39,8 +39,9 @@ class FineTune(Section):
         return fit
 
 
-class WarmPrune(Section):
-    """The fine-tuning budget of a pruned model warm-started from the champion's (or last run's)."""
+class WarmPrune(Warm):
+    """The fine-tuning budget of a pruned model warm-started from the champion's (or last run's);
+    when to refresh from scratch (`refresh_every`, the teacher's `Warm`)."""
 
     # recovery epochs, masks held at the target, no ramp (upper bound; `patience` applies)
     epochs: int = Field(5, ge=0, le=1000)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, StrictBool, model_validator
 
 from edge_pipeline.config.base import Augment, Section
-from edge_pipeline.config.teacher import Init
+from edge_pipeline.config.teacher import Init, Warm
 
 # [expansion, channels, repeats, stride] of one MobileNetV2 inverted-residual stage
 Block = tuple[PositiveInt, PositiveInt, PositiveInt, Literal[1, 2]]
@@ -23,8 +23,9 @@ Stem = Literal["auto", "full", "stride2", "stride4"]
 Baseline = Literal["always", "scratch", "never"]
 
 
-class WarmStudent(Section):
-    """The fine-tuning budget of a warm-started student (instead of `epochs` and `lr`)."""
+class WarmStudent(Warm):
+    """The fine-tuning budget of a warm-started student (instead of `epochs` and `lr`); when to
+    refresh from scratch (`refresh_every`, the teacher's `Warm`)."""
 
     epochs: int = Field(20, ge=1, le=1000)  # upper bound; early stopping (`patience`) still applies
     lr: float = Field(0.001, gt=0, le=1)  # Adam, cosine-decayed to 0

@@ -51,6 +51,10 @@ class Warm(Section):
 
     epochs: int = Field(3, ge=1, le=1000)  # upper bound; early stopping (`patience`) still applies
     lr: float = Field(0.0005, gt=0, le=1)  # peak learning rate, cosine-annealed to 0
+    # `init: champion | previous` trains from scratch instead when the stage's last N - 1 finished
+    # runs all fine-tuned another run: fine-tunes do not pile up without end (weekly on a nightly
+    # schedule); null = never. A pinned start is never refreshed (edge_pipeline/core/lineage.py)
+    refresh_every: int | None = Field(7, ge=2, le=1000)
 
 
 class Ewc(Section):

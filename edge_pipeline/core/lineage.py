@@ -12,6 +12,10 @@ a warm-started run finds the model it starts from (`train.init`, `distill.init`,
   `find_source(stage, "runs:/<id>")` takes that run (a pin: the same start model whenever the
   stage re-runs, so `dvc repro` can re-execute a recorded warm night). No file path is typed
   twice: the run id leads to the run's own artifacts.
+- With `refresh_every` N, `champion` and `previous` give None (scratch) when the stage's last
+  N - 1 finished runs all started from another run (`START_TAG`): at least one run in N trains
+  from scratch, whether or not it is promoted. The run records a null start, so `make pin-starts`
+  pins `scratch` for it.
 
 No torch or TensorFlow here: both sides call it.
 """
@@ -33,6 +37,7 @@ LINEAGE_STAGES = ("train", "distill", "prune")  # version tags <stage>_run_id
 PIN_PREFIX = "runs:/"  # `init: runs:/<run id>` pins the start run (MLflow's URI scheme)
 RUN_PIN = r"^runs:/[0-9a-f]{32}$"  # the pattern params.yaml's schema checks
 SCRATCH = "scratch"  # the init that starts from random weights (no source run)
+START_TAG = "init_from_run_id"  # run tag: the run a warm-started run started from
 FLOATING = ("champion", "previous")  # inits whose start run changes from night to night
 # A start model knowing fewer than this share of tonight's classes learnt another task (another
 # data set registered under the same model name): a warm budget would not train its mostly new head.
@@ -51,7 +56,7 @@ class Source:
 
     def tags(self) -> dict[str, str]:
         """MLflow tags of the run that starts from this source."""
-        tags = {"init_from": self.how, "init_from_run_id": self.run_id}
+        tags = {"init_from": self.how, START_TAG: self.run_id}
         return tags | ({"init_from_version": self.version} if self.version else {})
 
 
@@ -138,9 +143,12 @@ def _pinned(client: Any, stage: str, run_id: str) -> Source:
     return Source(stage, run_id, f"pinned run {run_id[:8]}")
 
 
-def find_source(stage: str, init: str, *, model_name: str) -> Source | None:
+def find_source(
+    stage: str, init: str, *, model_name: str, refresh_every: int | None = None
+) -> Source | None:
     """The run `init` (`champion` | `previous` | `runs:/<id>`; `scratch` -> None) points at for
-    `stage`; None, with a logged warning, when there is none yet. A pin that names no usable run
+    `stage`; None, with a logged warning, when there is none yet or a refresh is due (the last
+    `refresh_every` - 1 finished runs of `stage` were all warm). A pin that names no usable run
     raises InputError: the night asked for that start model, scratch would be another night."""
     if init == SCRATCH:
         return None
@@ -149,7 +157,28 @@ def find_source(stage: str, init: str, *, model_name: str) -> Source | None:
     client = configure().MlflowClient()
     if init.startswith(PIN_PREFIX):
         return _pinned(client, stage, init.removeprefix(PIN_PREFIX))
+    if refresh_every and (streak := _warm_streak(client, stage, limit=refresh_every - 1)) >= (
+        refresh_every - 1
+    ):
+        log.warning("%s.init=%s: the last %d finished %s runs all fine-tuned another run; "
+                    "%s.warm.refresh_every=%d: tonight trains from scratch", stage, init, streak,
+                    stage, stage, refresh_every)  # fmt: skip
+        return None
     return _champion(client, stage, model_name) if init == "champion" else _previous(client, stage)
+
+
+def _warm_streak(client: Any, stage: str, *, limit: int) -> int:
+    """How many of the latest finished `stage` runs (at most `limit`) started from another run,
+    counted back to the newest one that did not."""
+    from edge_pipeline.core.tracking import EXPERIMENT
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=limit,
+    )  # fmt: skip
+    return next((i for i, r in enumerate(runs) if not r.data.tags.get(START_TAG)), len(runs))
 
 
 def download(source: Source, dest: Path) -> Path:

@@ -27,9 +27,9 @@ from edge_pipeline.config import load_params
 from edge_pipeline.core.entry import run_stage
 from edge_pipeline.core.errors import InputError
 from edge_pipeline.core.io import atomic_path
-from edge_pipeline.core.lineage import LINEAGE_STAGES, PIN_PREFIX, SCRATCH
+from edge_pipeline.core.lineage import LINEAGE_STAGES, PIN_PREFIX, SCRATCH, START_TAG
 
-START_KEY = "init_from_run_id"  # what a warm stage's meta.json records (null: scratch)
+START_KEY = START_TAG  # a stage's meta.json records its start run as its MLflow tag (null: scratch)
 
 
 def recorded_starts(meta_paths: dict[str, Path]) -> dict[str, str]:

@@ -68,7 +68,9 @@ def load_start(
 
     from edge_pipeline.student.model import build_student
 
-    source = find_source("distill", p.init, model_name=model_name)
+    source = find_source(
+        "distill", p.init, model_name=model_name, refresh_every=p.warm.refresh_every
+    )
     if source is None:
         return None, None
     with tempfile.TemporaryDirectory() as tmp:

@@ -102,7 +102,7 @@ def load_start(p: Train, *, classes: list[str], image_shape: tuple[int, int, int
     image_shape: (H, W, C) of tonight's images. Call inside `fit.deterministic(seed)`: new head
     rows are drawn from torch's seeded generator.
     """
-    source = find_source("train", p.init, model_name=model_name)
+    source = find_source("train", p.init, model_name=model_name, refresh_every=p.warm.refresh_every)
     if source is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:

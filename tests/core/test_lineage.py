@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
@@ -20,12 +21,15 @@ from edge_pipeline.core.lineage import (
 from edge_pipeline.core.tracking import configure, stage_run
 
 
-def _warm_run(tmp_path, stage: str) -> str:
-    """A finished stage run that logged WARM_DIR; returns its id."""
+def _warm_run(tmp_path, stage: str, *, start: str | None = None) -> str:
+    """A finished stage run that logged WARM_DIR (started from run `start`); returns its id."""
     (tmp_path / "meta.json").write_text(json.dumps({"classes": ["a"]}))
+    time.sleep(0.01)  # distinct start times: "latest" is by start time
     with stage_run(stage) as mlflow:
         mlflow.log_artifact(str(tmp_path / "meta.json"), WARM_DIR)
         mlflow.set_tag(WARM_TAG, "true")
+        if start:
+            mlflow.set_tags(Source(stage, start, "previous run").tags())
         return mlflow.active_run().info.run_id
 
 
@@ -91,3 +95,24 @@ def test_a_pin_to_a_missing_or_foreign_run_names_the_fix(tmp_path):
     distill = _warm_run(tmp_path, "distill")
     with pytest.raises(InputError, match=r"train\.init: run \w+ is a distill run"):
         find_source("train", f"runs:/{distill}", model_name="m")
+
+
+def test_a_floating_start_refreshes_from_scratch_every_n_runs(tmp_path, caplog):
+    def start(init: str, every: int | None) -> str | None:
+        source = find_source("train", init, model_name="m", refresh_every=every)
+        return source and source.run_id
+
+    first = _warm_run(tmp_path, "train")  # a scratch run: no start recorded
+    one = _warm_run(tmp_path, "train", start=first)
+    assert start("previous", 3) == one  # 1 warm run in a row: not yet
+    two = _warm_run(tmp_path, "train", start=one)
+    _warm_run(tmp_path, "distill", start="f" * 32)  # another stage's runs do not count
+    with caplog.at_level(logging.WARNING):
+        assert start("previous", 3) is None  # 2 = 3 - 1 warm runs in a row: scratch tonight
+        assert start("champion", 3) is None  # the same for the champion's lineage
+    assert "last 2 finished train runs all fine-tuned another run" in caplog.text
+    assert "train.warm.refresh_every=3: tonight trains from scratch" in caplog.text
+    assert start("previous", 4) == two and start("previous", None) == two
+    assert start(f"runs:/{two}", 2) == two  # a pin names its start: never refreshed
+    fresh = _warm_run(tmp_path, "train")  # tonight's refresh ran from scratch ...
+    assert start("previous", 2) == fresh  # ... so the next night fine-tunes again
