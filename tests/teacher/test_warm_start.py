@@ -196,3 +196,12 @@ def test_previous_night_warm_starts_grows_the_head_and_records_its_source(prepar
     assert all(torch.equal(replayed[k], night2[k]) for k in night2)
     replayed_metrics = json.loads((root / "metrics" / "train.json").read_text())
     assert replayed_metrics["test_accuracy"] == metrics["test_accuracy"]
+
+    # Two warm runs in a row (night 2 and its re-execution): with `warm.refresh_every` 3 the next
+    # `previous` start trains from scratch, and records no start (pin-starts pins `scratch`)
+    refresh = cfg | {"warm": cfg["warm"] | {"refresh_every": 3}}
+    prepared_workspace(n_classes=3, per_class=15, params={"train": refresh})
+    train.main()
+    fresh = json.loads((root / "data" / "train" / "meta.json").read_text())
+    assert fresh["init_from"] == "scratch" and fresh["init_from_run_id"] is None
+    assert recorded_starts({"train": root / "data" / "train" / "meta.json"}) == {"train": "scratch"}
