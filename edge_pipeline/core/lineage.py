@@ -106,16 +106,20 @@ def _champion(client: Any, stage: str, model_name: str) -> Source | None:
     return Source(stage, run_id, f"champion v{mv.version}", str(mv.version))
 
 
-def _previous(client: Any, stage: str) -> Source | None:
+def _latest_runs(client: Any, stage: str, *, n: int, where: str = "") -> list[Any]:
+    """The `n` latest finished runs of `stage` (newest first) matching MLflow filter `where`."""
     from edge_pipeline.core.tracking import EXPERIMENT
 
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.stage = '{stage}' and tags.{WARM_TAG} = 'true' "
-        "and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )  # fmt: skip
+    if experiment is None:
+        return []
+    query = f"tags.stage = '{stage}' and attributes.status = 'FINISHED'"
+    return client.search_runs([experiment.experiment_id], filter_string=query + where,
+                              order_by=["attributes.start_time DESC"], max_results=n)  # fmt: skip
+
+
+def _previous(client: Any, stage: str) -> Source | None:
+    runs = _latest_runs(client, stage, n=1, where=f" and tags.{WARM_TAG} = 'true'")
     if not runs:
         log.warning("no finished %s run to start from yet (first night): scratch", stage)
         return None
@@ -157,12 +161,10 @@ def find_source(
     client = configure().MlflowClient()
     if init.startswith(PIN_PREFIX):
         return _pinned(client, stage, init.removeprefix(PIN_PREFIX))
-    if refresh_every and (streak := _warm_streak(client, stage, limit=refresh_every - 1)) >= (
-        refresh_every - 1
-    ):
+    if refresh_every and _warm_streak(client, stage, limit=refresh_every - 1) == refresh_every - 1:
         log.warning("%s.init=%s: the last %d finished %s runs all fine-tuned another run; "
-                    "%s.warm.refresh_every=%d: tonight trains from scratch", stage, init, streak,
-                    stage, stage, refresh_every)  # fmt: skip
+                    "%s.warm.refresh_every=%d: tonight trains from scratch", stage, init,
+                    refresh_every - 1, stage, stage, refresh_every)  # fmt: skip
         return None
     return _champion(client, stage, model_name) if init == "champion" else _previous(client, stage)
 
@@ -170,14 +172,7 @@ def find_source(
 def _warm_streak(client: Any, stage: str, *, limit: int) -> int:
     """How many of the latest finished `stage` runs (at most `limit`) started from another run,
     counted back to the newest one that did not."""
-    from edge_pipeline.core.tracking import EXPERIMENT
-
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=limit,
-    )  # fmt: skip
+    runs = _latest_runs(client, stage, n=limit)
     return next((i for i, r in enumerate(runs) if not r.data.tags.get(START_TAG)), len(runs))
 
 
