@@ -17,11 +17,18 @@ Nights: the demo's (`demo.night` 1, then `make night`'s `advance_night`), or wit
 Run: `make bench BENCH=nights` (opt-in: about 10 minutes on 2 idle cores), or
 `python -m benchmarks.bench_nights --case gray28` (about 16 minutes); `--set "K=V ..."` sets params
 of every night (e.g. a warm budget: `--set "train.warm.epochs=5"`).
+
+`--reexecute` then checks that the warm night 2 can be re-executed after the champion moved on (the
+scratch night 2 may have been promoted): `make pin-starts`'s functions pin the starts night 2's
+meta.json files recorded, train .. benchmark run again, and the teacher weights, its logits, the
+TFLite models and the accuracies are compared with night 2's (docs/nightly.md "Honest under `dvc
+repro`").
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -42,7 +49,10 @@ from benchmarks.bench_flow import (
 )
 from benchmarks.bench_orchestration import _git_dvc_init
 from benchmarks.cases import hold_back_night2
+from edge_pipeline.artifacts.catalog import META, TEACHER_STATE, stage_paths
+from edge_pipeline.core.lineage import LINEAGE_STAGES
 from edge_pipeline.quality.demo_nights import advance_night
+from edge_pipeline.registry.pin_starts import recorded_starts, set_inits
 
 TARGET_WALL = 0.5  # night 2 (warm) / night 1
 TARGET_ACC_PTS = 0.5  # warm night-2 accuracy >= scratch night-2 accuracy - this
@@ -71,7 +81,7 @@ def night(root: Path, stages: list[str], env: dict[str, str], log: Path, label: 
     out["teacher_accuracy"] = round(metrics["train"]["test_accuracy"], 4)
     out["chosen"] = bench["id"]
     out["chosen_accuracy"] = round(bench["accuracy"], 4)
-    out["decision"] = metrics["register"]["outcome"]
+    out["decision"] = metrics["register"]["outcome"] if "register" in stages else "not registered"
     times = ", ".join(f"{s} {out[s]:.1f}" for s in stages)
     print(
         f"{label}: {times} -> total {out['total_s']:.1f} s; teacher {out['teacher_accuracy']:.4f}, "
@@ -81,15 +91,29 @@ def night(root: Path, stages: list[str], env: dict[str, str], log: Path, label: 
     return out
 
 
+def fingerprints(root: Path) -> dict[str, str]:
+    """{file: sha256} of what a re-executed night must reproduce byte for byte: the teacher's
+    weights and logits, qat's TFLite models (.keras and .onnx files carry timestamps and names)."""
+    train, qat = (root / stage_paths(s, root / "params.yaml").data for s in ("train", "qat"))
+    files = [
+        train / TEACHER_STATE,
+        *sorted(train.glob("logits_*.npy")),
+        *sorted(qat.glob("*.tflite")),
+    ]
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
 def run(
     case: str | None = None,
     *,
     n_new: int = 600,
     new_classes: int = 3,
     overrides: dict[str, Any] | None = None,
+    reexecute: bool = False,
 ) -> dict[str, Any]:
     """The three nights on the demo (`case` None) or on generated case `case`, with params
-    `overrides` ({"train.warm.epochs": 5}) on every night; the figures."""
+    `overrides` ({"train.warm.epochs": 5}) on every night, and night 2 re-executed with its starts
+    pinned when `reexecute`; the figures."""
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-nights-{case or 'demo'}-"))
     root = tmp / "repo"
     if case is None:
@@ -124,8 +148,11 @@ def run(
         bring_back()
     set_init(params, "champion")
     warm = night(root, stages, env, log, "night 2, warm start from the champion")
+    recorded = {s: root / stage_paths(s, params).data / META for s in LINEAGE_STAGES}
+    starts, prints = recorded_starts(recorded), fingerprints(root)
     set_init(params, "scratch")
     cold = night(root, stages[stages.index("train") :], env, log, "night 2, scratch")
+    again = reexecuted(root, stages, env, log, starts, warm, prints) if reexecute else None
     ratio = warm["total_s"] / one["total_s"]
     training = sum(warm[s] for s in TRAINING) / sum(one[s] for s in TRAINING)
     gaps = {k: round((cold[k] - warm[k]) * 100, 2) for k in ("teacher_accuracy", "chosen_accuracy")}
@@ -134,7 +161,7 @@ def run(
         "night2_warm": warm, "night2_scratch": cold,
         "wall_ratio": round(ratio, 3), "train_distill_ratio": round(training, 3),
         "scratch_minus_warm_pts": gaps, "load_before": load0, "load_after": os.getloadavg(),
-        "bench_s": round(time.perf_counter() - start, 1),
+        "night2_reexecuted": again, "bench_s": round(time.perf_counter() - start, 1),
     }  # fmt: skip
     print(
         f"night 2 warm / night 1: whole run {ratio:.2f}x (target <= {TARGET_WALL}), train + "
@@ -145,6 +172,33 @@ def run(
     )
     shutil.rmtree(root, ignore_errors=True)  # the log stays: per-epoch times, warnings
     return figures
+
+
+def reexecuted(
+    root: Path,
+    stages: list[str],
+    env: dict[str, str],
+    log: Path,
+    starts: dict[str, str],
+    warm: dict[str, Any],
+    prints: dict[str, str],
+) -> dict[str, Any]:
+    """Night 2 again (train .. benchmark) from its recorded `starts`; what equals the `warm` run's
+    figures and file `prints`."""
+    params = root / "params.yaml"
+    params.write_text(set_inits(params.read_text(), starts))
+    print(f"pinned: {starts}", flush=True)
+    again = night(root, stages[stages.index("train") : stages.index("register")], env, log,
+                  "night 2 re-executed, pinned starts")  # fmt: skip
+    now = fingerprints(root)
+    differ = sorted(f for f in prints if now.get(f) != prints[f])
+    keys = ("teacher_accuracy", "chosen", "chosen_accuracy")
+    same = {k: again[k] == warm[k] for k in keys}
+    print(f"re-executed night 2: {len(prints) - len(differ)}/{len(prints)} files byte-identical"
+          + (f" ({', '.join(differ)} differ)" if differ else "")
+          + f"; equal to night 2's: {', '.join(k for k in keys if same[k]) or 'nothing'}",
+          flush=True)  # fmt: skip
+    return again | {"starts": starts, "differing_files": differ, "same_figures": same}
 
 
 if __name__ == "__main__":
@@ -158,7 +212,9 @@ if __name__ == "__main__":
         metavar='"K=V ..."',
         help='params of every night, e.g. "train.warm.epochs=5 train.warm.lr=0.001"',
     )
+    ap.add_argument("--reexecute", action="store_true",
+                    help="then re-execute night 2 from its pinned starts and compare")  # fmt: skip
     args = ap.parse_args()
     figures = run(args.case, n_new=args.new, new_classes=args.new_classes,
-                  overrides=parse_overrides(args.set))  # fmt: skip
+                  overrides=parse_overrides(args.set), reexecute=args.reexecute)  # fmt: skip
     print(json.dumps(figures, indent=2))
