@@ -29,8 +29,6 @@ from edge_pipeline.core.errors import InputError
 from edge_pipeline.core.io import atomic_path
 from edge_pipeline.core.lineage import LINEAGE_STAGES, PIN_PREFIX, SCRATCH, START_TAG
 
-START_KEY = START_TAG  # a stage's meta.json records its start run as its MLflow tag (null: scratch)
-
 
 def recorded_starts(meta_paths: dict[str, Path]) -> dict[str, str]:
     """{stage: the `init` that re-creates its recorded start}: `runs:/<id>` or `scratch`.
@@ -47,10 +45,10 @@ def recorded_starts(meta_paths: dict[str, Path]) -> dict[str, str]:
                 f"{path}: {e}; it records where {stage} started. Run `dvc pull` (or `dvc "
                 "checkout`) on the night's commit first"
             ) from e
-        if START_KEY not in meta:
-            raise InputError(f"{path} has no {START_KEY} (written before lineage existed): this "
+        if START_TAG not in meta:  # meta.json records the start run under its MLflow tag
+            raise InputError(f"{path} has no {START_TAG} (written before lineage existed): this "
                              f"night's {stage} start cannot be pinned")  # fmt: skip
-        run_id = meta[START_KEY]
+        run_id = meta[START_TAG]
         starts[stage] = f"{PIN_PREFIX}{run_id}" if run_id else SCRATCH
     return starts
 
@@ -72,10 +70,9 @@ def set_inits(text: str, inits: dict[str, str]) -> str:
              if lines[i].strip() and not lines[i].startswith((" ", "#"))),
             len(lines),
         )  # fmt: skip
-        keys = [
-            x for x in lines[start + 1 : end] if x[:1] == " " and not x.lstrip().startswith("#")
-        ]
-        indent = re.match(r" +", keys[0])[0] if keys else "  "  # the section's own key indent
+        key = next((x for x in lines[start + 1 : end]
+                    if x[:1] == " " and not x.lstrip().startswith("#")), None)  # fmt: skip
+        indent = re.match(r" +", key)[0] if key else "  "  # the section's own key indent
         for i in range(start + 1, end):
             found = re.match(rf"({indent}init:[ \t]*)([^\s#]+)([ \t]*)(.*)", lines[i], re.DOTALL)
             if found:
@@ -93,19 +90,21 @@ def pin(params_file: Path) -> dict[str, str]:
     """Write the recorded starts of `LINEAGE_STAGES` into `params_file`; returns them."""
     starts = recorded_starts({s: stage_paths(s, params_file).data / META for s in LINEAGE_STAGES})
     text = set_inits(params_file.read_text(), starts)
+
+    def by_hand(stages: list[str]) -> str:
+        return "set " + ", ".join(f"{s}.init: {starts[s]}" for s in stages) + " by hand"
+
     try:
         parsed = load_params(raw=yaml.safe_load(text))  # the schema checks pins before writing
     except yaml.YAMLError as e:  # a layout set_inits does not edit (flow style, tabs)
-        wanted = ", ".join(f"{s}.init: {v}" for s, v in starts.items())
+        why = " ".join(str(e).split())
         raise InputError(f"{params_file}: its layout cannot take the pins by line edits "
-                         f"({' '.join(str(e).split())}); set {wanted} by hand") from e  # fmt: skip
+                         f"({why}); {by_hand(list(starts))}") from e  # fmt: skip
     unset = [s for s, v in starts.items() if getattr(parsed, s).init != v]
     if unset:  # an `init` this line edit did not reach
         raise InputError(
             f"{params_file}: could not set {', '.join(f'{s}.init' for s in unset)}; write each "
-            f"as its own `  init: <value>` line under its section, or set "
-            + ", ".join(f"{s}.init: {starts[s]}" for s in unset)
-            + " by hand"
+            f"as its own `  init: <value>` line under its section, or {by_hand(unset)}"
         )
     with atomic_path(params_file) as tmp:
         tmp.write_text(text)
