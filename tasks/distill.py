@@ -31,7 +31,7 @@ def main() -> None:
     paths = stage_paths(STAGE)
     d = load_kd_sets(val_logits=True)
 
-    from edge_pipeline.core.lineage import RUN_ID_KEY
+    from edge_pipeline.core.lineage import start_record, start_tags
     from edge_pipeline.core.tracking import stage_run
     from edge_pipeline.student import kd_vs_baseline as kvb
     from edge_pipeline.student import outputs, warm_start
@@ -48,17 +48,14 @@ def main() -> None:
     model_name = load_section("register").model_name
     init, source = warm_start.load_start(p, config, d["classes"], model_name=model_name)
     with stage_run(STAGE, p.to_dict()) as mlflow:
-        mlflow.set_tags(source.tags() if source else {"init_from": "scratch"})
+        mlflow.set_tags(start_tags(source))
         runs = kvb.train_pair(d, p, config, init_weights=init)
         model = runs["student"]["model"]
         params, macs = int(model.count_params()), count_macs(model)
         metrics = outputs.build_metrics(runs, teacher, d["classes"], params, macs)
         metrics["threads"] = threads
-        metrics["init_from"] = source.how if source else "scratch"
-        lineage = {
-            "init_from": metrics["init_from"], "init_from_run_id": source and source.run_id,
-            RUN_ID_KEY: mlflow.active_run().info.run_id,
-        }  # fmt: skip
+        lineage = start_record(source, mlflow.active_run().info.run_id)
+        metrics["init_from"] = lineage["init_from"]
         outputs.write_models(paths.data, runs, config, p, d, metrics, lineage=lineage)
         figures = outputs.write_outputs(paths, runs, metrics, d)
         outputs.log_to_mlflow(mlflow, runs, metrics, figures, paths, d["x_test"][:2])

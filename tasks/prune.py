@@ -32,7 +32,7 @@ def main() -> None:
     from edge_pipeline.compression import warm_prune
     from edge_pipeline.compression.model_facts import load_keras
     from edge_pipeline.compression.pruning import prune_student
-    from edge_pipeline.core.lineage import RUN_ID_KEY
+    from edge_pipeline.core.lineage import start_record, start_tags
     from edge_pipeline.core.tracking import flatten, stage_run
 
     src = stage_paths("distill").data / STUDENT
@@ -51,7 +51,7 @@ def main() -> None:
             real_rows=int((~d["synthetic"]).sum()), start=begin, start_meta=begin_meta,
         )  # fmt: skip
         source = source if report["warm"] else None
-        mlflow.set_tags(source.tags() if source else {"init_from": "scratch"})
+        mlflow.set_tags(start_tags(source))
         dst = paths.data / STUDENT_PRUNED
         with atomic_path(dst) as tmp:
             pruned.save(tmp)
@@ -59,11 +59,8 @@ def main() -> None:
         metrics = out.prune_metrics(
             before, after, report, options=p, seconds=time.perf_counter() - start
         )
-        metrics["init_from"] = source.how if source else "scratch"
-        lineage = {
-            "init_from": metrics["init_from"], "init_from_run_id": source and source.run_id,
-            RUN_ID_KEY: mlflow.active_run().info.run_id,
-        }  # fmt: skip
+        lineage = start_record(source, mlflow.active_run().info.run_id)
+        metrics["init_from"] = lineage["init_from"]
         meta = out.prune_meta(report, pruned, src, options=p, classes=d["classes"],
                               lineage=lineage, student_config=config)  # fmt: skip
         write_json(paths.data / META, meta)

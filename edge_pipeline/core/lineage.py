@@ -60,6 +60,21 @@ class Source:
         return tags | ({"init_from_version": self.version} if self.version else {})
 
 
+def start_tags(source: Source | None) -> dict[str, str]:
+    """MLflow tags of a run that starts from `source` (None: from scratch)."""
+    return source.tags() if source else {"init_from": SCRATCH}
+
+
+def start_record(source: Source | None, run_id: str) -> dict[str, str | None]:
+    """meta.json fields of run `run_id` that started from `source`: `init_from` (how),
+    `START_TAG` (the source run; None: scratch, which `make pin-starts` pins) and `RUN_ID_KEY`."""
+    return {
+        "init_from": source.how if source else SCRATCH,
+        START_TAG: source.run_id if source else None,
+        RUN_ID_KEY: run_id,
+    }
+
+
 def unrelated(old: list[str], new: list[str]) -> str:
     """Why a start model trained on the classes `old` must not be fine-tuned on `new` ("" = it may):
     it knows fewer than `MIN_KNOWN_CLASSES` of them."""

@@ -30,7 +30,16 @@ from torch import nn
 from edge_pipeline.artifacts.catalog import META, TEACHER_STATE
 from edge_pipeline.config.teacher import Train
 from edge_pipeline.core.io import read_json
-from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source, unrelated
+from edge_pipeline.core.lineage import (
+    WARM_DIR,
+    WARM_TAG,
+    Source,
+    download,
+    find_source,
+    start_record,
+    start_tags,
+    unrelated,
+)
 from edge_pipeline.teacher import ewc, replay
 
 FISHER = "fisher.pt"  # name -> float32 diagonal Fisher, in WARM_DIR
@@ -161,18 +170,14 @@ class WarmPlan:
 
     def meta(self, run_id: str) -> dict[str, Any]:
         """meta.json fields: the night, where the weights started, the run that wrote them."""
-        from edge_pipeline.core.lineage import RUN_ID_KEY
-
         s = self.start
         return {
-            "night": self.night, "init_from": s.source.how if s else "scratch",
-            "init_from_run_id": s.source.run_id if s else None,
+            "night": self.night, **start_record(s and s.source, run_id),
             "classes_changed": s.classes if s else None, "data_window": self.window,
-            RUN_ID_KEY: run_id,
         }  # fmt: skip
 
     def tags(self) -> dict[str, str]:
-        return self.start.source.tags() if self.start else {"init_from": "scratch"}
+        return start_tags(self.start and self.start.source)
 
 
 def plan(

@@ -11,6 +11,7 @@ import yaml
 
 from edge_pipeline.config import load_params
 from edge_pipeline.core.errors import InputError
+from edge_pipeline.core.lineage import Source, start_record, start_tags
 from edge_pipeline.registry.pin_starts import pin, recorded_starts, set_inits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,8 +19,15 @@ RUN = "0123456789abcdef" * 2
 
 
 def test_recorded_starts_pin_a_warm_start_and_keep_a_scratch_one(tmp_path: Path) -> None:
-    (tmp_path / "train.json").write_text(json.dumps({"init_from_run_id": RUN, "x": 1}))
-    (tmp_path / "prune.json").write_text(json.dumps({"init_from_run_id": None}))
+    # the meta.json fields the stages write (lineage.start_record), read back by pin_starts
+    champion = Source("train", RUN, "champion v1", "1")
+    warm, cold = start_record(champion, "a" * 32), start_record(None, "b" * 32)
+    assert warm["init_from"] == "champion v1" and cold["init_from"] == "scratch"
+    assert start_tags(champion)["init_from_run_id"] == RUN and start_tags(None) == {
+        "init_from": "scratch"
+    }
+    (tmp_path / "train.json").write_text(json.dumps(warm | {"x": 1}))
+    (tmp_path / "prune.json").write_text(json.dumps(cold))
     starts = recorded_starts({"train": tmp_path / "train.json", "prune": tmp_path / "prune.json"})
     assert starts == {"train": f"runs:/{RUN}", "prune": "scratch"}
 
