@@ -64,6 +64,9 @@ class Benchmark(Section):
     # ... among the passing candidates within this many points of the best passing one
     # (accuracy and macro-F1 each); the others are passed over, with the reason
     choice_tolerance_pts: float = Field(1.0, ge=0)
+    # ... and p50 latencies within this % of the fastest of them count as equal (the other two
+    # criteria decide): timing noise would flip the choice between runs of the same night
+    choice_latency_tolerance_pct: float = Field(5.0, ge=0)
     timeout_s: float = Field(600, gt=0)  # per child process
     gates: Gates = Gates()
     serving: Serving = Serving()

@@ -36,7 +36,9 @@ def rule(out: dict[str, Any]) -> str:
     """The choice rule in words, with its figures."""
     return (
         f"passes every gate; best by {out['choose_by']} among the passing candidates within "
-        f"{out['choice_tolerance_pts']:g} pts of the best passing one on accuracy and macro-F1"
+        f"{out['choice_tolerance_pts']:g} pts of the best passing one on accuracy and macro-F1; "
+        f"p50 latencies within {out['choice_latency_tolerance_pct']:g}% of the fastest of them "
+        "count as equal"
     )
 
 

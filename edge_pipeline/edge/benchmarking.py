@@ -132,8 +132,9 @@ def run_benchmark(
     for r in results:
         r["verdict"] = verdict(r, refs=refs, majority=top, gates=p.gates)
     choice = choose(
-        results, candidates=candidates, choose_by=p.choose_by, tolerance_pts=p.choice_tolerance_pts
-    )
+        results, candidates=candidates, choose_by=p.choose_by,
+        tolerance_pts=p.choice_tolerance_pts, latency_tolerance_pct=p.choice_latency_tolerance_pct,
+    )  # fmt: skip
     chosen = choice["chosen"]
     serving = None
     if chosen:
@@ -143,7 +144,9 @@ def run_benchmark(
         "input_shape": list(x.shape[1:]), "classes": classes, "machine": peak,
         "baseline": baseline, "references": refs, "majority": top, "candidates": candidates,
         "gates": p.gates.to_dict(), "choose_by": p.choose_by,
-        "choice_tolerance_pts": p.choice_tolerance_pts, "models": results, "chosen": chosen,
+        "choice_tolerance_pts": p.choice_tolerance_pts,
+        "choice_latency_tolerance_pct": p.choice_latency_tolerance_pct,
+        "models": results, "chosen": chosen,
         "best": choice["best"], "per_runtime": choice["per_runtime"],
         "passed_over": choice["passed_over"], "serving": serving,
     }  # fmt: skip

@@ -8,7 +8,9 @@ Quality gates are against the teacher and the best FP32 model (the higher of the
 accuracy and for macro-F1 separately), plus an absolute accuracy floor that is never below the
 majority-class rate of the test split. The chooser then ranks by `choose_by` only the passing
 candidates within `choice_tolerance_pts` of the best passing one, and says why it passed over
-every other model.
+every other model. Latencies within `choice_latency_tolerance_pct` of the fastest of those count
+as equal, so the other criteria decide between them: two runs of the same night (or the same
+model in two runtimes) would otherwise pick by timing noise.
 """
 
 from __future__ import annotations
@@ -123,26 +125,41 @@ def verdict(
 RANK_FIGURES = {  # choose_by -> (figure of a result, how it reads)
     "latency": (lambda r: r["latency_ms"]["1"]["p50"], "p50 {:.3f} ms"),
     "accuracy": (lambda r: -r["accuracy"], "accuracy {:.2%}"),
-    "size": (lambda r: r["size_mb"], "size {:.3f} MB"),
+    "size": (lambda r: r["size_mb"] * 1000, "size {:.1f} kB"),
 }
 
 
-def rank_key(r: dict[str, Any], choose_by: str) -> tuple[float, ...]:
-    """Sort key, best first: `choose_by` first, the other two criteria break ties."""
+def _order(choose_by: str) -> list[str]:
+    return [choose_by, *(k for k in RANK_FIGURES if k != choose_by)]
+
+
+def rank_key(
+    r: dict[str, Any], choose_by: str, *, latency: float | None = None
+) -> tuple[float, ...]:
+    """Sort key, best first: `choose_by` first, the other two criteria break ties. `latency`, when
+    given, stands for r's p50 (a p50 within the latency tolerance counts as the fastest one)."""
     keys = {k: fig(r) for k, (fig, _) in RANK_FIGURES.items()}
-    return (keys[choose_by], *(v for k, v in keys.items() if k != choose_by))
+    if latency is not None:
+        keys["latency"] = latency
+    return tuple(keys[k] for k in _order(choose_by))
 
 
-def _shown(r: dict[str, Any], choose_by: str) -> str:
-    fig, fmt = RANK_FIGURES[choose_by]
+def _shown(r: dict[str, Any], figure: str) -> str:
+    fig, fmt = RANK_FIGURES[figure]
     return fmt.format(abs(fig(r)))
 
 
 def choose(
-    results: list[dict[str, Any]], *, candidates: list[str], choose_by: str, tolerance_pts: float
+    results: list[dict[str, Any]],
+    *,
+    candidates: list[str],
+    choose_by: str,
+    tolerance_pts: float,
+    latency_tolerance_pct: float,
 ) -> dict[str, Any]:
     """The edge model: best by `choose_by` among the passing candidates within `tolerance_pts` of
-    the best passing candidate on accuracy and on macro-F1 (each, in points).
+    the best passing candidate on accuracy and on macro-F1 (each, in points); among those, a p50
+    within `latency_tolerance_pct` of the fastest one counts as equal to it.
 
     Returns {"chosen": id or None, "best": {figure: {"value", "model"}} of the passing candidates,
     "per_runtime": {runtime: best passing id, within tolerance first}, "passed_over": [{"id",
@@ -157,7 +174,12 @@ def choose(
     near = {i for i, g in gaps.items() if all(v <= tolerance_pts + EPS_PTS for v in g.values())}
     if ok and not near:  # the best accuracy and the best macro-F1 are far apart: least worst gap
         near = {min(gaps, key=lambda i: max(gaps[i].values()))}
-    ranked = sorted(ok, key=lambda r: (r["id"] not in near, rank_key(r, choose_by)))
+    p50 = {r["id"]: RANK_FIGURES["latency"][0](r) for r in ok}
+    fastest = min((p50[i] for i in near), default=0.0)
+    level = {i: fastest if p50[i] <= fastest * (1 + latency_tolerance_pct / 100) else p50[i]
+             for i in near}  # fmt: skip
+    keys = {r["id"]: rank_key(r, choose_by, latency=level.get(r["id"])) for r in ok}
+    ranked = sorted(ok, key=lambda r: (r["id"] not in near, keys[r["id"]]))
     chosen = ranked[0] if ranked else None
     per_runtime: dict[str, str] = {}
     for r in ranked:
@@ -181,10 +203,7 @@ def choose(
                 + f" > choice tolerance {tolerance_pts:g} pts"
             )
         else:
-            reason = (
-                f"within tolerance but ranked below {chosen['id']} by {choose_by} "
-                f"({_shown(r, choose_by)} vs {_shown(chosen, choose_by)})"
-            )
+            reason = _ranked_below(r, chosen, keys, choose_by, latency_tolerance_pct)
         passed_over.append({"id": r["id"], "reason": reason})
     return {
         "chosen": chosen["id"] if chosen else None,
@@ -192,3 +211,23 @@ def choose(
         "per_runtime": per_runtime,
         "passed_over": passed_over,
     }
+
+
+def _ranked_below(
+    r: dict[str, Any],
+    chosen: dict[str, Any],
+    keys: dict[str, tuple[float, ...]],
+    choose_by: str,
+    latency_tolerance_pct: float,
+) -> str:
+    """Why a candidate within the accuracy tolerance lost: the first criterion that separates it
+    from the chosen one, and a latency tie when the timings differed only within the tolerance."""
+    order = _order(choose_by)
+    pairs = zip(order, keys[r["id"]], keys[chosen["id"]], strict=True)
+    by = next((k for k, a, b in pairs if a != b), order[-1])
+    tie = ""
+    if order.index(by) > order.index("latency"):
+        tie = (f"; latency counts as equal ({_shown(r, 'latency')} vs "
+               f"{_shown(chosen, 'latency')}: within {latency_tolerance_pct:g}%)")  # fmt: skip
+    return (f"within tolerance but ranked below {chosen['id']} by {by} "
+            f"({_shown(r, by)} vs {_shown(chosen, by)}){tie}")  # fmt: skip

@@ -137,7 +137,8 @@ def test_choose_best_passing_candidate() -> None:
     everyone = [r["id"] for r in results if r["id"] != "teacher"]
 
     def pick(candidates: list[str], by: str) -> dict:
-        return choose(results, candidates=candidates, choose_by=by, tolerance_pts=1.0)
+        return choose(results, candidates=candidates, choose_by=by, tolerance_pts=1.0,
+                      latency_tolerance_pct=5.0)  # fmt: skip
 
     c = pick(everyone, "latency")
     assert c["chosen"] == "int8" and c["per_runtime"] == {
@@ -156,10 +157,39 @@ def test_choose_best_passing_candidate() -> None:
 
 def test_choose_breaks_ties_with_the_other_criteria() -> None:
     results = with_verdicts([fake("a", acc=0.9, p50=1.0), fake("b", acc=0.95, p50=1.0)])
-    assert (
-        choose(results, candidates=["a", "b"], choose_by="latency", tolerance_pts=9)["chosen"]
-        == "b"
+    c = choose(results, candidates=["a", "b"], choose_by="latency", tolerance_pts=9,
+               latency_tolerance_pct=0.0)  # fmt: skip
+    assert c["chosen"] == "b"
+
+
+def test_latencies_within_the_tolerance_count_as_equal_and_the_choice_is_stable() -> None:
+    """The same FP32 student in LiteRT and ONNX Runtime (equal accuracy): timing noise must not
+    pick one run and the other the next; the smaller file wins within the tolerance."""
+
+    def twins(litert_p50: float) -> list[dict]:
+        return with_verdicts([
+            fake("qat/student_fp32", acc=0.93, f1=0.93, p50=litert_p50, size=0.1344),
+            fake("export/student_fp32", acc=0.93, f1=0.93, p50=0.150, size=0.1343,
+                 runtime="onnxruntime"),
+            fake("slow", acc=0.94, f1=0.94, p50=0.200, size=0.05),  # 33% slower: not a tie
+        ], ref=0.93)  # fmt: skip
+
+    def pick(results: list[dict], pct: float) -> dict:
+        return choose(results, candidates=[r["id"] for r in results], choose_by="latency",
+                      tolerance_pts=1.0, latency_tolerance_pct=pct)  # fmt: skip
+
+    for p50 in (0.145, 0.148, 0.152, 0.156):  # LiteRT's timing on four runs: within 5% of ORT's
+        assert pick(twins(p50), 5.0)["chosen"] == "export/student_fp32"
+    assert [pick(twins(p50), 0.0)["chosen"] for p50 in (0.145, 0.156)] == [
+        "qat/student_fp32", "export/student_fp32"
+    ]  # without the tolerance the noise decides  # fmt: skip
+    why = {o["id"]: o["reason"] for o in pick(twins(0.145), 5.0)["passed_over"]}
+    assert why["qat/student_fp32"] == (
+        "within tolerance but ranked below export/student_fp32 by size (size 134.4 kB vs size "
+        "134.3 kB); latency counts as equal (p50 0.145 ms vs p50 0.150 ms: within 5%)"
     )
+    assert why["slow"].startswith("within tolerance but ranked below export/student_fp32 by lat")
+    assert pick(twins(0.100), 5.0)["chosen"] == "qat/student_fp32"  # 33% faster: it wins
 
 
 def test_choose_by_latency_only_within_tolerance_of_the_best_and_says_why() -> None:
@@ -175,7 +205,7 @@ def test_choose_by_latency_only_within_tolerance_of_the_best_and_says_why() -> N
         ref=0.91,
     )
     c = choose(results, candidates=["best", "close", "fast", "skewed"], choose_by="latency",
-               tolerance_pts=1.0)  # fmt: skip
+               tolerance_pts=1.0, latency_tolerance_pct=5.0)  # fmt: skip
     assert c["chosen"] == "close"
     why = {o["id"]: o["reason"] for o in c["passed_over"]}
     assert set(why) == {"teacher", "best", "fast", "skewed"}
@@ -190,7 +220,7 @@ def test_choose_by_latency_only_within_tolerance_of_the_best_and_says_why() -> N
     assert why["skewed"] == ("fails gates: macro-F1 85.00% is 6.00 pts below 91.00% of ref > 1 pts")
     # a wider tolerance lets the fast one in
     wide = choose(results, candidates=["best", "close", "fast"], choose_by="latency",
-                  tolerance_pts=2.0)  # fmt: skip
+                  tolerance_pts=2.0, latency_tolerance_pct=5.0)  # fmt: skip
     assert wide["chosen"] == "fast"
 
 
@@ -216,7 +246,8 @@ def test_demo_choice_is_stable_under_the_new_gates() -> None:
     for r in results:
         r["verdict"] = verdict(r, refs=refs, majority=top, gates=Benchmark().gates)
     c = choose(results, candidates=[r["id"] for r in results[1:]], choose_by="latency",
-               tolerance_pts=Benchmark().choice_tolerance_pts)  # fmt: skip
+               tolerance_pts=Benchmark().choice_tolerance_pts,
+               latency_tolerance_pct=Benchmark().choice_latency_tolerance_pct)  # fmt: skip
     assert c["chosen"] == "qat/student_fp32"
     why = {o["id"]: o["reason"] for o in c["passed_over"]}
     assert why["student_pqat_int8"].startswith("fails gates: macro-F1 92.16% is 3.29 pts below")
@@ -277,13 +308,15 @@ def demo_out() -> dict:
     for r in results:
         r["verdict"] = verdict(r, refs=refs, majority=top, gates=GATES)
     candidates = [r["id"] for r in results[1:]]
-    c = choose(results, candidates=candidates, choose_by="latency", tolerance_pts=1.0)
+    c = choose(results, candidates=candidates, choose_by="latency", tolerance_pts=1.0,
+               latency_tolerance_pct=5.0)  # fmt: skip
     return {
         "input_shape": [8, 8, 1], "classes": ["0", "1"], "machine": PEAK | {
             "float32_source": "numpy", "int8_source": "numpy"},
         "baseline": "train/teacher_fp32", "references": refs, "majority": top,
         "candidates": candidates, "gates": GATES.to_dict(), "choose_by": "latency",
-        "choice_tolerance_pts": 1.0, "models": results, "chosen": c["chosen"], "best": c["best"],
+        "choice_tolerance_pts": 1.0, "choice_latency_tolerance_pct": 5.0, "models": results,
+        "chosen": c["chosen"], "best": c["best"],
         "per_runtime": c["per_runtime"], "passed_over": c["passed_over"], "serving": None,
     }  # fmt: skip
 
@@ -292,7 +325,10 @@ def test_report_chosen_json_and_metrics_say_what_was_passed_over_and_why() -> No
     out = demo_out()
     chosen = chosen_record(out)
     assert chosen["chosen"] == "qat/student_fp32"
-    assert chosen["rule"].endswith("within 1 pts of the best passing one on accuracy and macro-F1")
+    assert chosen["rule"].endswith(
+        "within 1 pts of the best passing one on accuracy and macro-F1; p50 latencies within 5% "
+        "of the fastest of them count as equal"
+    )
     assert chosen["references"]["macro_f1"] == {"value": 0.9545, "model": "qat/student_fp32"}
     assert chosen["majority"] == {"class": "1", "rate": 0.55} and chosen["gates"]["min_accuracy"]
     over = {o["id"]: o["reason"] for o in chosen["passed_over"]}
