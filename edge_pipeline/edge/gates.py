@@ -174,8 +174,8 @@ def choose(
     near = {i for i, g in gaps.items() if all(v <= tolerance_pts + EPS_PTS for v in g.values())}
     if ok and not near:  # the best accuracy and the best macro-F1 are far apart: least worst gap
         near = {min(gaps, key=lambda i: max(gaps[i].values()))}
-    p50 = {r["id"]: RANK_FIGURES["latency"][0](r) for r in ok}
-    fastest = min((p50[i] for i in near), default=0.0)
+    p50 = {r["id"]: RANK_FIGURES["latency"][0](r) for r in ok if r["id"] in near}
+    fastest = min(p50.values(), default=0.0)
     level = {i: fastest if p50[i] <= fastest * (1 + latency_tolerance_pct / 100) else p50[i]
              for i in near}  # fmt: skip
     keys = {r["id"]: rank_key(r, choose_by, latency=level.get(r["id"])) for r in ok}
