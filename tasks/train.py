@@ -16,7 +16,7 @@ data window, EWC and replay, and the `warm_start/` artifacts a later night start
 from __future__ import annotations
 
 from edge_pipeline.artifacts import datasets as data
-from edge_pipeline.artifacts.catalog import stage_paths
+from edge_pipeline.artifacts.catalog import TEACHER_ONNX, stage_paths
 from edge_pipeline.config import load_section
 from edge_pipeline.config.teacher import Train
 from edge_pipeline.core.entry import run_stage
@@ -63,7 +63,10 @@ def main() -> None:
             paths, metrics, run.result.history, d["y_test"], run.logits["test"], d["classes"], meta
         )
         write_json(paths.metrics, metrics)
-        report.log_to_mlflow(ml, run.model, metrics, figures, paths.reports, d["x_test"][:2])
+        report.log_to_mlflow(
+            ml, run.model, metrics, figures, paths.reports, d["x_test"][:2],
+            onnx_file=paths.data / TEACHER_ONNX,
+        )  # fmt: skip
         warm_start.log_start_model(ml, p, paths.data, plan, run.model, fit_sets, device=device)
     log.info(
         "test macro-F1 %.4f accuracy %.4f; best epoch %d; %.1fs (%.0f img/s); ONNX max|diff| %.2e",
