@@ -170,7 +170,8 @@ def fit_distilled(
 ) -> dict[str, Any]:
     """Compile and train `model` with `kd_loss`, early-stopping on validation macro-F1.
 
-    Adam with a cosine-decayed learning rate; at the end the weights of the best epoch are restored.
+    Adam (tf_keras' fused legacy implementation) with a cosine-decayed learning rate; at the end
+    the weights of the best epoch are restored.
 
     Args:
         model: tf_keras model (plain or TF-MOT wrapped), float32 (N, H, W, C) -> (N, K) logits.
@@ -214,7 +215,11 @@ def fit_distilled(
     steps_per_epoch = int(np.ceil(rows.shape[1] / batch_size))
     schedule = tf_keras.optimizers.schedules.CosineDecay(lr, epochs * steps_per_epoch)
     model.compile(
-        optimizer=tf_keras.optimizers.Adam(schedule),
+        # The legacy Adam applies each variable's update as one fused op (ResourceApplyAdam), the
+        # same update rule as tf_keras.optimizers.Adam's dozen Python-built ops per variable: the
+        # train step traces in about half the time (the first epoch of a fit: distill 7.7 -> 4.3 s,
+        # prune 13 -> 10 s, qat 12 -> 8 s on the demo).
+        optimizer=tf_keras.optimizers.legacy.Adam(schedule),
         loss=DistillationLoss(n_classes, alpha, temperature),
     )
     stopper = tf_keras.callbacks.EarlyStopping(
