@@ -64,8 +64,8 @@ def main() -> None:
         )
         write_json(paths.metrics, metrics)
         report.log_to_mlflow(
-            ml, run.model, metrics, figures, paths.reports, d["x_test"][:2],
-            onnx_file=paths.data / TEACHER_ONNX,
+            ml, metrics, figures, paths.reports, d["x_test"][:2],
+            example_logits=run.logits["test"][:2], onnx_file=paths.data / TEACHER_ONNX,
         )  # fmt: skip
         warm_start.log_start_model(ml, p, paths.data, plan, run.model, fit_sets, device=device)
     log.info(

@@ -16,7 +16,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 from edge_pipeline.artifacts.catalog import HISTORY, TEST_PREDICTIONS, StagePaths  # noqa: E402
 from edge_pipeline.core.io import atomic_path  # noqa: E402
@@ -133,17 +132,18 @@ def render_report(metrics: dict[str, Any], history: pd.DataFrame, meta: dict[str
 
 def log_to_mlflow(
     mlflow: Any,
-    model: Any,
     metrics: dict[str, Any],
     figures: dict[str, plt.Figure],
     reports_dir: Path,
     example: np.ndarray,
     *,
+    example_logits: np.ndarray,
     onnx_file: Path,
 ) -> None:
     """Final metrics, figures, the report and the model (onnx flavour: `onnx_file`) to MLflow.
 
-    `example`: uint8 (2, H, W, C) test images, the model's input example after x / 255 and NCHW.
+    `example`: uint8 (E, H, W, C) test images, the model's input example after x / 255 and NCHW;
+    `example_logits`: the teacher's (E, K) logits for them (the signature's output).
     """
     import onnx
     import onnxruntime
@@ -164,8 +164,6 @@ def log_to_mlflow(
         plt.close(fig)
     mlflow.log_artifact(str(reports_dir / "report.md"))
     x = np.ascontiguousarray(example.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-    with torch.no_grad():
-        out = model.eval()(torch.from_numpy(x)).numpy()
     # The ONNX file data/train holds (checked against torch, benchmarked as train/teacher_fp32),
     # servable by `mlflow.pyfunc` with ONNX Runtime. A pytorch-flavour (pt2) model would trace the
     # network with torch.export a second time (~8 s a night on 2 cores); the weights for further
@@ -175,7 +173,7 @@ def log_to_mlflow(
         onnx.load(str(onnx_file)),
         name="teacher",
         input_example=x,
-        signature=infer_signature(x, out),
+        signature=infer_signature(x, np.asarray(example_logits, dtype=np.float32)),
         save_as_external_data=False,
         onnx_execution_providers=["CPUExecutionProvider"],
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
