@@ -126,10 +126,12 @@ WARM_STAGES = {"train": "teacher", "distill": "student", "prune": "pruned model"
 
 
 def start_line(m: dict[str, dict[str, Any]]) -> str | None:
-    """Where tonight's weights started (metrics `init_from`): 'champion v1 (teacher, student,
-    pruned model)', or each model's own source when they differ; None when no model trained."""
-    froms = {name: m[st]["init_from"] for st, name in WARM_STAGES.items()
-             if m.get(st, {}).get("init_from")}  # fmt: skip
+    """Where tonight's weights started (metrics `init_from`, and `scratch_why` for a scratch start):
+    'champion v1 (teacher, student, pruned model)', 'scratch (refresh due: warm.refresh_every=7)
+    (teacher, ...)', or each model's own source when they differ; None when no model trained."""
+    froms = {name: m[st]["init_from"] + (f" ({m[st]['scratch_why']})" if m[st].get("scratch_why")
+                                         else "")
+             for st, name in WARM_STAGES.items() if m.get(st, {}).get("init_from")}  # fmt: skip
     if not froms:
         return None
     if len(set(froms.values())) == 1:

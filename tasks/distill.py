@@ -55,7 +55,7 @@ def main() -> None:
         metrics = outputs.build_metrics(runs, teacher, d["classes"], params, macs)
         metrics["threads"] = threads
         lineage = start_record(source, mlflow.active_run().info.run_id)
-        metrics["init_from"] = lineage["init_from"]
+        metrics |= {k: lineage[k] for k in ("init_from", "scratch_why")}
         outputs.write_models(paths.data, runs, config, p, d, metrics, lineage=lineage)
         figures = outputs.write_outputs(paths, runs, metrics, d)
         outputs.log_to_mlflow(mlflow, runs, metrics, figures, paths, d["x_test"][:2])

@@ -32,7 +32,7 @@ def main() -> None:
     from edge_pipeline.compression import warm_prune
     from edge_pipeline.compression.model_facts import load_keras
     from edge_pipeline.compression.pruning import prune_student
-    from edge_pipeline.core.lineage import start_record, start_tags
+    from edge_pipeline.core.lineage import Scratch, start_record, start_tags
     from edge_pipeline.core.tracking import flatten, stage_run
 
     src = stage_paths("distill").data / STUDENT
@@ -50,7 +50,8 @@ def main() -> None:
             y_val=d["y_val"], x_check=d["x_test"], y_check=d["y_test"], options=p,
             real_rows=int((~d["synthetic"]).sum()), start=begin, start_meta=begin_meta,
         )  # fmt: skip
-        source = source if report["warm"] else None
+        if source and not report["warm"]:  # the start disagreed with tonight's student
+            source = Scratch(f"{source.how} disagrees with tonight's student (prune.min_agreement)")
         mlflow.set_tags(start_tags(source))
         dst = paths.data / STUDENT_PRUNED
         with atomic_path(dst) as tmp:
@@ -60,7 +61,7 @@ def main() -> None:
             before, after, report, options=p, seconds=time.perf_counter() - start
         )
         lineage = start_record(source, mlflow.active_run().info.run_id)
-        metrics["init_from"] = lineage["init_from"]
+        metrics |= {k: lineage[k] for k in ("init_from", "scratch_why")}
         meta = out.prune_meta(report, pruned, src, options=p, classes=d["classes"],
                               lineage=lineage, student_config=config)  # fmt: skip
         write_json(paths.data / META, meta)

@@ -58,7 +58,8 @@ def main() -> None:
             min_top1_agreement=p.onnx_min_top1_agreement,
         )  # fmt: skip
         metrics = outputs.stage_metrics(run, meta, d, parity=parity, device=device)
-        metrics |= {k: meta[k] for k in ("night", "init_from", "init_from_run_id", "data_window")}
+        lineage = ("night", "init_from", "scratch_why", "init_from_run_id", "data_window")
+        metrics |= {k: meta[k] for k in lineage}
         figures = report.write_plots_and_report(
             paths, metrics, run.result.history, d["y_test"], run.logits["test"], d["classes"], meta
         )

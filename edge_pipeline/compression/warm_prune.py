@@ -26,7 +26,15 @@ from typing import Any
 from edge_pipeline.artifacts.catalog import META, STUDENT_PRUNED
 from edge_pipeline.config.compression import Prune
 from edge_pipeline.core.io import read_json
-from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source, unrelated
+from edge_pipeline.core.lineage import (
+    WARM_DIR,
+    WARM_TAG,
+    Scratch,
+    Source,
+    download,
+    find_source,
+    unrelated,
+)
 
 log = logging.getLogger("tasks.prune")
 VARIABLE = ("channels", "n_classes")  # student_config keys a warm start may change
@@ -56,16 +64,17 @@ def start_problem(meta: dict[str, Any], p: Prune, student_config: dict[str, Any]
 
 def load_start(
     p: Prune, student_config: dict[str, Any] | None, classes: list[str], *, model_name: str
-) -> tuple[Any | None, dict[str, Any] | None, Source | None]:
-    """(pruned tf_keras model to fine-tune, its meta.json, source) of `p.init`; (None, None, None)
-    = prune tonight's student from scratch (no source yet, or it does not fit; logged)."""
+) -> tuple[Any | None, dict[str, Any] | None, Source | Scratch]:
+    """(pruned tf_keras model to fine-tune, its meta.json, source) of `p.init`; (None, None,
+    Scratch(why)) = prune tonight's student from scratch (no source yet, a refresh, or it does not
+    fit; logged)."""
     from edge_pipeline.compression.model_facts import load_keras
     from edge_pipeline.student.model import build_student
     from edge_pipeline.student.warm_start import initial_weights
 
     source = find_source("prune", p.init, model_name=model_name, refresh_every=p.warm.refresh_every)
-    if source is None:
-        return None, None, None
+    if not source:
+        return None, None, source
     with tempfile.TemporaryDirectory() as tmp:
         folder = download(source, Path(tmp))
         meta = read_json(folder / META)
@@ -73,7 +82,7 @@ def load_start(
         if problem:
             log.warning("prune.init=%s: %s (run %s): %s; pruning tonight's student instead",
                         p.init, source.how, source.run_id, problem)  # fmt: skip
-            return None, None, None
+            return None, None, Scratch(f"{source.how} does not fit: {problem}")
         old = load_keras(folder / STUDENT_PRUNED)
     config = {**meta["student_config"], "n_classes": len(classes)}
     model = build_student(**config)

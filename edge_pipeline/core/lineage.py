@@ -60,16 +60,33 @@ class Source:
         return tags | ({"init_from_version": self.version} if self.version else {})
 
 
-def start_tags(source: Source | None) -> dict[str, str]:
-    """MLflow tags of a run that starts from `source` (None: from scratch)."""
-    return source.tags() if source else {"init_from": SCRATCH}
+@dataclass(frozen=True)
+class Scratch:
+    """No start model tonight, and why ("init: scratch", "no champion yet", "refresh due", "the
+    start model does not fit: ..."). False in a boolean test, like the None it stands for."""
+
+    why: str
+
+    def __bool__(self) -> bool:
+        return False
 
 
-def start_record(source: Source | None, run_id: str) -> dict[str, str | None]:
-    """meta.json fields of run `run_id` that started from `source`: `init_from` (how),
-    `START_TAG` (the source run; None: scratch, which `make pin-starts` pins) and `RUN_ID_KEY`."""
+def start_tags(source: Source | Scratch | None) -> dict[str, str]:
+    """MLflow tags of a run that starts from `source` (Scratch or None: from scratch)."""
+    if source:
+        return source.tags()
+    return {"init_from": SCRATCH} | (
+        {"scratch_why": source.why} if isinstance(source, Scratch) else {}
+    )
+
+
+def start_record(source: Source | Scratch | None, run_id: str) -> dict[str, str | None]:
+    """meta.json fields of run `run_id` that started from `source`: `init_from` (how), `scratch_why`
+    (why not warm; None when warm or not known), `START_TAG` (the source run; None: scratch, which
+    `make pin-starts` pins) and `RUN_ID_KEY`."""
     return {
         "init_from": source.how if source else SCRATCH,
+        "scratch_why": source.why if isinstance(source, Scratch) else None,
         START_TAG: source.run_id if source else None,
         RUN_ID_KEY: run_id,
     }
@@ -104,7 +121,7 @@ def lineage_tags(meta_paths: dict[str, Path]) -> dict[str, str]:
     return tags
 
 
-def _champion(client: Any, stage: str, model_name: str) -> Source | None:
+def _champion(client: Any, stage: str, model_name: str) -> Source | Scratch:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -112,12 +129,12 @@ def _champion(client: Any, stage: str, model_name: str) -> Source | None:
     except MlflowException:
         log.warning("no champion of %r in the registry yet (first night): %s starts from scratch",
                     model_name, stage)  # fmt: skip
-        return None
+        return Scratch(f"no champion of {model_name!r} yet")
     run_id = mv.tags.get(f"{stage}_run_id")
     if not run_id:
         log.warning("champion v%s of %r has no %s_run_id tag (registered before lineage): %s "
                     "starts from scratch", mv.version, model_name, stage, stage)  # fmt: skip
-        return None
+        return Scratch(f"champion v{mv.version} has no lineage tag")
     return Source(stage, run_id, f"champion v{mv.version}", str(mv.version))
 
 
@@ -133,11 +150,11 @@ def _latest_runs(client: Any, stage: str, *, n: int, where: str = "") -> list[An
                               order_by=["attributes.start_time DESC"], max_results=n)  # fmt: skip
 
 
-def _previous(client: Any, stage: str) -> Source | None:
+def _previous(client: Any, stage: str) -> Source | Scratch:
     runs = _latest_runs(client, stage, n=1, where=f" and tags.{WARM_TAG} = 'true'")
     if not runs:
         log.warning("no finished %s run to start from yet (first night): scratch", stage)
-        return None
+        return Scratch("no finished run yet")
     return Source(stage, runs[0].info.run_id, "previous run")
 
 
@@ -164,13 +181,14 @@ def _pinned(client: Any, stage: str, run_id: str) -> Source:
 
 def find_source(
     stage: str, init: str, *, model_name: str, refresh_every: int | None = None
-) -> Source | None:
-    """The run `init` (`champion` | `previous` | `runs:/<id>`; `scratch` -> None) points at for
-    `stage`; None, with a logged warning, when there is none yet or a refresh is due (the last
-    `refresh_every` - 1 finished runs of `stage` were all warm). A pin that names no usable run
-    raises InputError: the night asked for that start model, scratch would be another night."""
+) -> Source | Scratch:
+    """The run `init` (`champion` | `previous` | `runs:/<id>`) points at for `stage`; a Scratch
+    saying why when `init` is `scratch`, or, with a logged warning, when there is no such run yet
+    or a refresh is due (the last `refresh_every` - 1 finished runs of `stage` were all warm). A
+    pin that names no usable run raises InputError: the night asked for that start model, scratch
+    would be another night."""
     if init == SCRATCH:
-        return None
+        return Scratch("init: scratch")
     from edge_pipeline.core.tracking import configure
 
     client = configure().MlflowClient()
@@ -180,7 +198,7 @@ def find_source(
         log.warning("%s.init=%s: the last %d finished %s runs all fine-tuned another run; "
                     "%s.warm.refresh_every=%d: tonight trains from scratch", stage, init,
                     refresh_every - 1, stage, stage, refresh_every)  # fmt: skip
-        return None
+        return Scratch(f"refresh due: warm.refresh_every={refresh_every}")
     return _champion(client, stage, model_name) if init == "champion" else _previous(client, stage)
 
 

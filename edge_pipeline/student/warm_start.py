@@ -22,7 +22,15 @@ import numpy as np
 from edge_pipeline.artifacts.catalog import META, STUDENT
 from edge_pipeline.config.student import Distill
 from edge_pipeline.core.io import read_json
-from edge_pipeline.core.lineage import WARM_DIR, WARM_TAG, Source, download, find_source, unrelated
+from edge_pipeline.core.lineage import (
+    WARM_DIR,
+    WARM_TAG,
+    Scratch,
+    Source,
+    download,
+    find_source,
+    unrelated,
+)
 
 log = logging.getLogger("tasks.distill")
 HEAD = "logits"  # name of the student's classifier layer (edge_pipeline/student/model.py)
@@ -61,9 +69,9 @@ def initial_weights(
 
 def load_start(
     p: Distill, config: dict[str, Any], classes: list[str], *, model_name: str
-) -> tuple[list[np.ndarray] | None, Source | None]:
-    """(initial weights for `build_student(**config)`, source) of `p.init`; (None, None) =
-    scratch (no source yet, or another architecture; logged)."""
+) -> tuple[list[np.ndarray] | None, Source | Scratch]:
+    """(initial weights for `build_student(**config)`, source) of `p.init`; (None, Scratch(why)) =
+    scratch (no source yet, a refresh, or another architecture; logged)."""
     import tf_keras
 
     from edge_pipeline.student.model import build_student
@@ -71,8 +79,8 @@ def load_start(
     source = find_source(
         "distill", p.init, model_name=model_name, refresh_every=p.warm.refresh_every
     )
-    if source is None:
-        return None, None
+    if not source:
+        return None, source
     with tempfile.TemporaryDirectory() as tmp:
         folder = download(source, Path(tmp))
         meta = read_json(folder / META)
@@ -84,7 +92,7 @@ def load_start(
         if why:
             log.warning("distill.init=%s: %s (run %s) cannot be loaded (%s): scratch",
                         p.init, source.how, source.run_id, why)  # fmt: skip
-            return None, None
+            return None, Scratch(f"{source.how} does not fit: {why}")
         old = tf_keras.models.load_model(folder / STUDENT, compile=False)
     old_classes = [str(c) for c in meta["classes"]]
     weights = initial_weights(build_student(**config), old, old_classes=old_classes,

@@ -33,6 +33,7 @@ from edge_pipeline.core.io import read_json
 from edge_pipeline.core.lineage import (
     WARM_DIR,
     WARM_TAG,
+    Scratch,
     Source,
     download,
     find_source,
@@ -105,22 +106,22 @@ def _compatible(p: Train, meta: dict[str, Any], shape: tuple[int, int, int]) -> 
 
 
 def load_start(p: Train, *, classes: list[str], image_shape: tuple[int, int, int],
-               model_name: str) -> StartModel | None:  # fmt: skip
-    """The model `p.init` names, remapped to `classes` (K); None = from scratch (logged).
+               model_name: str) -> StartModel | Scratch:  # fmt: skip
+    """The model `p.init` names, remapped to `classes` (K); a Scratch (why) = from scratch (logged).
 
     image_shape: (H, W, C) of tonight's images. Call inside `fit.deterministic(seed)`: new head
     rows are drawn from torch's seeded generator.
     """
     source = find_source("train", p.init, model_name=model_name, refresh_every=p.warm.refresh_every)
-    if source is None:
-        return None
+    if not source:
+        return source
     with tempfile.TemporaryDirectory() as tmp:
         folder = download(source, Path(tmp))
         meta = read_json(folder / META)
         if why := _compatible(p, meta, image_shape) or unrelated(meta["classes"], classes):
             log.warning("train.init=%s: %s (run %s) cannot be loaded (%s): scratch", p.init,
                         source.how, source.run_id, why)  # fmt: skip
-            return None
+            return Scratch(f"{source.how} does not fit: {why}")
         state = torch.load(folder / TEACHER_STATE, map_location="cpu", weights_only=True)
         fisher = (torch.load(folder / FISHER, map_location="cpu", weights_only=True)
                   if (folder / FISHER).exists() else None)  # fmt: skip
@@ -143,9 +144,9 @@ def load_start(p: Train, *, classes: list[str], image_shape: tuple[int, int, int
 
 @dataclass
 class WarmPlan:
-    """Tonight's start model (None = scratch), night, first_seen table and train rows."""
+    """Tonight's start model (or why scratch), night, first_seen table and train rows."""
 
-    start: StartModel | None
+    start: StartModel | Scratch  # a Scratch (false) says why there is no start model
     night: int
     first_seen: pd.DataFrame
     rows: np.ndarray  # indices of the resampled train rows this run fits on
@@ -153,7 +154,7 @@ class WarmPlan:
 
     def penalty(self, p: Train) -> Any:
         """The EWC loss term, or None (off, scratch, or a source without a Fisher)."""
-        if not p.ewc.strength or self.start is None:
+        if not p.ewc.strength or not self.start:
             return None
         if self.start.fisher is None:
             log.warning("train.ewc.strength=%g but %s stored no Fisher: no EWC penalty tonight",
@@ -181,7 +182,7 @@ class WarmPlan:
 
 
 def plan(
-    p: Train, d: dict[str, Any], start: StartModel | None, *, train_ids: np.ndarray
+    p: Train, d: dict[str, Any], start: StartModel | Scratch, *, train_ids: np.ndarray
 ) -> WarmPlan:
     """Tonight's night (the source's + 1, or 1), first_seen and the rows `p.data_window` keeps.
 

@@ -10,6 +10,7 @@ import pytest
 
 from edge_pipeline.compression import warm_prune
 from edge_pipeline.config.compression import Prune
+from edge_pipeline.core.lineage import Scratch
 from edge_pipeline.student.model import student_config
 from tests.compression_fixtures import TINY, trained_student
 
@@ -36,7 +37,8 @@ def test_a_source_fits_only_the_same_student_and_recipe():
 def test_no_champion_yet_means_scratch(caplog):
     with caplog.at_level(logging.WARNING):
         start = warm_prune.load_start(Prune(init="champion"), None, ["a"], model_name="none-yet")
-    assert start == (None, None, None) and "starts from scratch" in caplog.text
+    assert start == (None, None, Scratch("no champion of 'none-yet' yet"))
+    assert "starts from scratch" in caplog.text
 
 
 @pytest.mark.slow

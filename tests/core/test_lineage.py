@@ -12,10 +12,13 @@ from edge_pipeline.core.errors import InputError
 from edge_pipeline.core.lineage import (
     WARM_DIR,
     WARM_TAG,
+    Scratch,
     Source,
     download,
     find_source,
     lineage_tags,
+    start_record,
+    start_tags,
     unrelated,
 )
 from edge_pipeline.core.tracking import configure, stage_run
@@ -44,10 +47,12 @@ def test_lineage_tags_read_each_stages_meta(tmp_path, caplog):
 
 
 def test_champion_source_follows_the_version_tag(tmp_path, caplog):
-    assert find_source("train", "scratch", model_name="m") is None
-    with caplog.at_level(logging.WARNING):
-        assert find_source("train", "champion", model_name="m") is None  # first night
-        assert find_source("train", "previous", model_name="m") is None
+    assert find_source("train", "scratch", model_name="m") == Scratch("init: scratch")
+    with caplog.at_level(logging.WARNING):  # first night: scratch, and the why is recorded
+        assert find_source("train", "champion", model_name="m") == Scratch("no champion of 'm' yet")
+        assert find_source("train", "previous", model_name="m") == Scratch("no finished run yet")
+    assert start_record(Scratch("init: scratch"), "r")["scratch_why"] == "init: scratch"
+    assert start_tags(Scratch("init: scratch"))["scratch_why"] == "init: scratch"
     assert "first night" in caplog.text
     run_id = _warm_run(tmp_path, "train")
     client = configure().MlflowClient()
@@ -58,7 +63,8 @@ def test_champion_source_follows_the_version_tag(tmp_path, caplog):
     source = find_source("train", "champion", model_name="m")
     assert source == Source("train", run_id, f"champion v{mv.version}", str(mv.version))
     assert source.tags()["init_from_run_id"] == run_id
-    assert find_source("distill", "champion", model_name="m") is None  # no distill_run_id tag
+    no_tag = Scratch(f"champion v{mv.version} has no lineage tag")  # no distill_run_id tag
+    assert find_source("distill", "champion", model_name="m") == no_tag
     assert find_source("train", "previous", model_name="m").run_id == run_id
     later = _warm_run(tmp_path, "train")
     assert find_source("train", "previous", model_name="m").run_id == later
@@ -98,9 +104,10 @@ def test_a_pin_to_a_missing_or_foreign_run_names_the_fix(tmp_path):
 
 
 def test_a_floating_start_refreshes_from_scratch_every_n_runs(tmp_path, caplog):
-    def start(init: str, every: int | None) -> str | None:
+    def start(init: str, every: int | None) -> str:
+        """The start run's id, or why tonight starts from scratch."""
         source = find_source("train", init, model_name="m", refresh_every=every)
-        return source and source.run_id
+        return source.run_id if source else source.why
 
     first = _warm_run(tmp_path, "train")  # a scratch run: no start recorded
     one = _warm_run(tmp_path, "train", start=first)
@@ -108,8 +115,9 @@ def test_a_floating_start_refreshes_from_scratch_every_n_runs(tmp_path, caplog):
     two = _warm_run(tmp_path, "train", start=one)
     _warm_run(tmp_path, "distill", start="f" * 32)  # another stage's runs do not count
     with caplog.at_level(logging.WARNING):
-        assert start("previous", 3) is None  # 2 = 3 - 1 warm runs in a row: scratch tonight
-        assert start("champion", 3) is None  # the same for the champion's lineage
+        due = "refresh due: warm.refresh_every=3"
+        assert start("previous", 3) == due  # 2 = 3 - 1 warm runs in a row: scratch tonight
+        assert start("champion", 3) == due  # the same for the champion's lineage
     assert "last 2 finished train runs all fine-tuned another run" in caplog.text
     assert "train.warm.refresh_every=3: tonight trains from scratch" in caplog.text
     assert start("previous", 4) == two and start("previous", None) == two

@@ -83,14 +83,22 @@ def test_full_run_page_has_every_section_with_rounded_numbers(tmp_path: Path) ->
 
 def test_the_page_says_where_tonights_weights_started(tmp_path: Path) -> None:
     root = workspace(tmp_path)
-    page = markdown(build(root))
-    assert "Weights started from: scratch (teacher, student, pruned model)." in page  # night 1
-    for stage, how in (("train", "champion v4"), ("distill", "champion v4"), ("prune", "scratch")):
-        path = root / f"metrics/{stage}.json"
-        path.write_text(json.dumps(json.loads(path.read_text()) | {"init_from": how}))
-    page = markdown(build(root))
+
+    def started(hows: dict[str, tuple[str, str | None]]) -> str:
+        for stage, (how, why) in hows.items():
+            path = root / f"metrics/{stage}.json"
+            metrics = json.loads(path.read_text()) | {"init_from": how, "scratch_why": why}
+            path.write_text(json.dumps(metrics))
+        return markdown(build(root))
+
+    first = ("scratch", "no champion of 'edge-classifier' yet")
+    page = started({"train": first, "distill": first, "prune": first})  # night 1
+    assert "Weights started from: scratch (no champion of 'edge-classifier' yet) (teacher, " \
+        "student, pruned model)." in page  # fmt: skip
+    warm, refresh = ("champion v4", None), ("scratch", "refresh due: warm.refresh_every=7")
+    page = started({"train": warm, "distill": warm, "prune": refresh})
     assert "Weights started from: teacher: champion v4, student: champion v4, pruned model: " \
-        "scratch." in page  # fmt: skip
+        "scratch (refresh due: warm.refresh_every=7)." in page  # fmt: skip
 
 
 def test_a_run_that_stopped_early_still_gets_its_page(tmp_path: Path) -> None:

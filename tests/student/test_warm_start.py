@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge_pipeline.config.student import Distill
+from edge_pipeline.core.lineage import Scratch
 from edge_pipeline.student import warm_start
 from edge_pipeline.student.model import build_student, student_config
 
@@ -47,7 +48,8 @@ def test_no_champion_yet_means_scratch(caplog):
     with caplog.at_level(logging.WARNING):
         init, source = warm_start.load_start(Distill(init="champion"), config, ["a", "b"],
                                              model_name="none-yet")  # fmt: skip
-    assert init is None and source is None and "starts from scratch" in caplog.text
+    assert init is None and source == Scratch("no champion of 'none-yet' yet")
+    assert "starts from scratch" in caplog.text
 
 
 @pytest.mark.slow

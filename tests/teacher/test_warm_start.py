@@ -16,6 +16,7 @@ from torch import nn
 from edge_pipeline.config import load_section
 from edge_pipeline.config.teacher import Train
 from edge_pipeline.core.errors import ConfigError
+from edge_pipeline.core.lineage import Scratch
 from edge_pipeline.teacher import ewc, replay, warm_start
 
 
@@ -127,7 +128,8 @@ def test_first_night_of_champion_falls_back_to_scratch_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         start = warm_start.load_start(Train(init="champion"), classes=["0"],
                                       image_shape=(16, 16, 1), model_name="none-yet")  # fmt: skip
-    assert start is None and "starts from scratch" in caplog.text
+    assert start == Scratch("no champion of 'none-yet' yet")
+    assert "starts from scratch" in caplog.text
 
 
 def test_a_start_model_of_another_data_set_is_not_fine_tuned(tmp_path, caplog):
@@ -145,7 +147,7 @@ def test_a_start_model_of_another_data_set_is_not_fine_tuned(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         start = warm_start.load_start(p, classes=["0", "1", "2"], image_shape=(16, 16, 1),
                                       model_name="m")  # fmt: skip
-    assert start is None
+    assert not start and "knows 1 of tonight's 3 classes" in start.why
     assert "knows 1 of tonight's 3 classes" in caplog.text and "scratch" in caplog.text
 
 
@@ -204,4 +206,5 @@ def test_previous_night_warm_starts_grows_the_head_and_records_its_source(prepar
     train.main()
     fresh = json.loads((root / "data" / "train" / "meta.json").read_text())
     assert fresh["init_from"] == "scratch" and fresh["init_from_run_id"] is None
+    assert fresh["scratch_why"] == "refresh due: warm.refresh_every=3"  # the run summary says it
     assert recorded_starts({"train": root / "data" / "train" / "meta.json"}) == {"train": "scratch"}
