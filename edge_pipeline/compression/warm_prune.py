@@ -37,7 +37,6 @@ from edge_pipeline.core.lineage import (
 )
 
 log = logging.getLogger("tasks.prune")
-VARIABLE = ("channels", "n_classes")  # student_config keys a warm start may change
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -52,10 +51,9 @@ def start_problem(meta: dict[str, Any], p: Prune, student_config: dict[str, Any]
         return "its meta.json predates warm starts (no student_config, classes or recipe)"
     if student_config is None:
         return "tonight's data/distill/meta.json has no student_config"
-    if not _same(
-        {k: v for k, v in theirs.items() if k not in VARIABLE},
-        {k: v for k, v in student_config.items() if k not in VARIABLE},
-    ):
+    from edge_pipeline.student.model import same_architecture
+
+    if not same_architecture(theirs, student_config, ignore=("channels",)):  # pruning thins them
         return "it was pruned from another student architecture"
     if not _same(meta["recipe"], p.recipe()):
         return f"it was pruned with another recipe ({meta['recipe']} vs {p.recipe()})"

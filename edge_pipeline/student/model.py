@@ -50,6 +50,9 @@ _D = Distill()
 # small data set gives, so validation in inference mode lags training; 0.9 settles in ~50 steps.
 BN_MOMENTUM = 0.9
 MAX_BLOCK_PX = 32  # `stem: auto`: the first block sees at most this many pixels on a side
+# student_config keys that shape no weight a warm start loads: the head is remapped to tonight's
+# classes, `seed` only draws initial weights, dropout has none.
+NOT_SHAPING = ("n_classes", "seed", "dropout")
 _SHRINK = {"full": 1, "stride2": 2, "stride4": 4}
 
 
@@ -138,6 +141,19 @@ def student_config(
         "seed": int(seed),
         "channels": chans,
     }
+
+
+def same_architecture(
+    a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: Sequence[str] = ()
+) -> bool:
+    """Whether two `student_config`s build the same weights, `NOT_SHAPING` and `ignore` aside
+    (compared as JSON: tuples and lists alike)."""
+    import json
+
+    skip = {*NOT_SHAPING, *ignore}
+    return json.loads(json.dumps({k: v for k, v in a.items() if k not in skip})) == json.loads(
+        json.dumps({k: v for k, v in b.items() if k not in skip})
+    )
 
 
 def build_student(

@@ -74,7 +74,7 @@ def load_start(
     scratch (no source yet, a refresh, or another architecture; logged)."""
     import tf_keras
 
-    from edge_pipeline.student.model import build_student
+    from edge_pipeline.student.model import build_student, same_architecture
 
     source = find_source(
         "distill", p.init, model_name=model_name, refresh_every=p.warm.refresh_every
@@ -84,11 +84,8 @@ def load_start(
     with tempfile.TemporaryDirectory() as tmp:
         folder = download(source, Path(tmp))
         meta = read_json(folder / META)
-        theirs = {k: v for k, v in meta["student_config"].items() if k != "n_classes"}
-        ours = {k: v for k, v in config.items() if k != "n_classes"}
-        why = (
-            "it has another architecture" if theirs != ours else unrelated(meta["classes"], classes)
-        )
+        same = same_architecture(meta["student_config"], config)
+        why = "it has another architecture" if not same else unrelated(meta["classes"], classes)
         if why:
             log.warning("distill.init=%s: %s (run %s) cannot be loaded (%s): scratch",
                         p.init, source.how, source.run_id, why)  # fmt: skip

@@ -25,6 +25,9 @@ def test_a_source_fits_only_the_same_student_and_recipe():
     # its channels were pruned and a class may come or go: still a start
     thin = config | {"channels": {**config["channels"], "b1_expand": 12}}
     assert warm_prune.start_problem(_meta(thin), Prune(), config | {"n_classes": 3}) == ""
+    # distill.seed and distill.dropout shape no weight: another value keeps the warm start
+    reseeded = student_config((8, 8, 1), 2, **(TINY | {"seed": 5, "dropout": 0.3}))
+    assert warm_prune.start_problem(_meta(config), Prune(), reseeded) == ""
     wider = student_config((8, 8, 1), 2, **(TINY | {"head_channels": 32}))
     assert "another student architecture" in warm_prune.start_problem(_meta(config), Prune(), wider)
     assert "another recipe" in warm_prune.start_problem(
