@@ -208,3 +208,22 @@ def test_fit_rejects_misaligned_teacher_logits():
         kd.fit_distilled(
             build_student((16, 16, 1), 3, **TINY), x, y, teacher[:-1], x_val=x, y_val=y, **FIT
         )
+
+
+def test_early_stopping_breaks_macro_f1_ties_by_the_lower_val_loss():
+    """A warm start reaches the best macro-F1 in epoch 1; a later epoch with the same macro-F1 and
+    a lower val_loss is kept instead, and a worse macro-F1 never wins on loss."""
+    model = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)])
+    stopper = kd.BestOnValidation(patience=2)
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    epochs = [(0.8, 0.02), (0.8, 0.03), (0.8, 0.01), (0.7, 0.001), (0.8, 0.01), (0.8, 0.02)]
+    for epoch, (f1, loss) in enumerate(epochs):
+        model.layers[0].set_weights([np.full((2, 1), epoch, np.float32), np.zeros(1, np.float32)])
+        stopper.on_epoch_end(epoch, {"val_macro_f1": f1, "val_loss": loss})
+        if model.stop_training:
+            break
+    assert stopper.best_epoch == 2 and stopper.best == (0.8, -0.01)
+    assert epoch == 4  # two epochs without a better (macro-F1, -loss) after epoch 3 (0-based 2)
+    stopper.on_train_end()
+    assert model.layers[0].get_weights()[0][0, 0] == 2  # the best epoch's weights are restored
