@@ -81,6 +81,10 @@ def test_full_run_page_has_every_section_with_rounded_numbers(tmp_path: Path) ->
     assert not re.search(r"\d\.\d{5,}", page), re.findall(r"\S*\d\.\d{5,}\S*", page)
 
 
+# the recorded demo's start line (metrics/{train,distill,prune}.json: init_from, scratch_why)
+NIGHT_1_START = "scratch (no champion of 'edge-classifier' yet) (teacher, student, pruned model)"
+
+
 def test_the_page_says_where_tonights_weights_started(tmp_path: Path) -> None:
     root = workspace(tmp_path)
 
@@ -150,7 +154,7 @@ def test_history_one_row_per_night_replaced_on_rerun(tmp_path: Path) -> None:
     assert row["test_accuracy"] == float(f"{accuracy:.4g}") and row["new_images_accuracy"] == 0.9123
     assert row["kappa"] == 0.6597 and row["outcome"] == "promote" and row["p95_ms"] > 0
     assert row["model"] == json.loads((root / "metrics/benchmark.json").read_text())["chosen"]
-    assert row["started_from"] == "scratch (teacher, student, pruned model)"
+    assert row["started_from"] == NIGHT_1_START  # the recorded demo is a first night
 
 
 def test_a_history_written_before_started_from_gets_it_empty(tmp_path: Path) -> None:
@@ -161,7 +165,7 @@ def test_a_history_written_before_started_from_gets_it_empty(tmp_path: Path) -> 
     (root / "metrics/demo.json").write_text(json.dumps(demo | {"night": 2}))
     append_tonight(root, build(root), today=dt.date(2025, 1, 2))
     table = pd.read_csv(csv, keep_default_na=False)
-    assert list(table["started_from"]) == ["", "scratch (teacher, student, pruned model)"]
+    assert list(table["started_from"]) == ["", NIGHT_1_START]
 
 
 def test_history_of_a_workspace_without_demo_numbers_its_nights(tmp_path: Path) -> None:
