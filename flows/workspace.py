@@ -6,13 +6,15 @@
   never blocks the next one. The file names the holder, for the message of a run that waits.
 - `recover`: run once the lock is held, so no other run of this workspace is alive. It resets the
   Prefect global limit's slots (a slot left taken by a killed run), marks MLflow runs of dead
-  processes KILLED, and removes the temporary siblings (`.<name>.tmp-XXXX`) of killed stages.
+  processes KILLED, removes DVC's rwlock file if a kill left it half-written, and removes the
+  temporary siblings (`.<name>.tmp-XXXX`) of killed stages.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -90,6 +92,21 @@ def reset_stale_slots(limit: str) -> int:
     return taken
 
 
+def remove_corrupt_dvc_rwlock(root: Path) -> bool:
+    """Remove DVC's per-path lock file when it is not JSON (a `dvc repro` SIGKILLed while writing
+    it): every later `dvc repro` would fail on it (RWLockFileCorruptedError), and DVC cannot read a
+    live holder from it either. True when removed."""
+    path = root / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(path.read_text())
+    except FileNotFoundError:
+        return False
+    except (ValueError, UnicodeDecodeError):
+        path.unlink()
+        return True
+    return False
+
+
 def remove_stale_temps(root: Path, output_roots: Iterable[str]) -> list[Path]:
     """Remove `.<name>.tmp-XXXX` siblings (core/io.atomic_path) under the output roots."""
     removed = []
@@ -118,6 +135,8 @@ def recover(
     killed = tracking.kill_orphaned_runs()
     if killed:
         log(f"marked {len(killed)} MLflow run(s) of dead processes KILLED: {', '.join(killed)}")
+    if remove_corrupt_dvc_rwlock(root):
+        log("removed DVC's half-written .dvc/tmp/rwlock left by a killed run")
     temps = remove_stale_temps(root, output_roots)
     if temps:
         log(f"removed {len(temps)} temporary output(s) of killed stages: {temps[:5]}")

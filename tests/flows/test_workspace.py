@@ -14,7 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.workspace import LOCK_PATH, remove_stale_temps, workspace_lock
+from flows.workspace import (
+    LOCK_PATH,
+    remove_corrupt_dvc_rwlock,
+    remove_stale_temps,
+    workspace_lock,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,3 +118,16 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path, monkeypatch):
     assert tracking.kill_orphaned_runs() == ["orphan"]
     status = {r: client.get_run(r.info.run_id).info.status for r in (orphan, mine, other)}
     assert list(status.values()) == ["KILLED", "RUNNING", "RUNNING"]
+
+
+def test_a_half_written_dvc_rwlock_is_removed_and_a_valid_one_kept(tmp_path):
+    """A `dvc repro` SIGKILLed while writing .dvc/tmp/rwlock leaves broken JSON (seen in CI): every
+    later `dvc repro` failed with RWLockFileCorruptedError until it was removed."""
+    rwlock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    assert not remove_corrupt_dvc_rwlock(tmp_path)  # none there
+    rwlock.parent.mkdir(parents=True)
+    rwlock.write_text('{"read": {}, "write": {}}')
+    assert not remove_corrupt_dvc_rwlock(tmp_path) and rwlock.exists()
+    for broken in ('{"read": {"data/tr', ""):
+        rwlock.write_text(broken)
+        assert remove_corrupt_dvc_rwlock(tmp_path) and not rwlock.exists()
